@@ -1,0 +1,51 @@
+"""The front end as one call: load a model (file or zoo name), elaborate it, check every shape."""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+from dsl.diagnostics import Diagnostic, DiagnosticError, Note, Sources
+from dsl.loader import load, resolve
+
+from .build import Elaborator
+from .graph import Graph
+
+
+@dataclass
+class Checked:
+    graph: Graph | None
+    diags: list = field(default_factory=list)
+    sources: Sources = field(default_factory=Sources)
+    path: str | None = None
+    program: object = None
+
+    @property
+    def ok(self) -> bool:
+        return self.graph is not None and not any(d.severity == "error" for d in self.diags)
+
+
+def check(spec: str, sets: dict | None = None, binds: dict | None = None, model: str | None = None,
+          training: bool = False, text: str | None = None, sources: Sources | None = None) -> Checked:
+    """Never raises for bad input: problems come back as diagnostics.
+
+    sets: {const name: (Span or None, value)}; binds: {dimension name: (Span or None, int)}.
+    With text, spec is only the name under which the text is reported."""
+    sources = sources or Sources()
+    out = Checked(None, [], sources)
+    try:
+        path = spec if text is not None else str(resolve(spec))
+        out.path = path
+        program = load(path, sources, text=text)
+        out.program = program
+        el = Elaborator(program, sets, training=training, binds=binds)
+        graph = el.model(model)
+        out.diags = el.diags
+        out.graph = graph
+    except DiagnosticError as e:
+        out.diags = e.diagnostics
+    except RecursionError:
+        out.diags = [Diagnostic("E0213", "the model nests too deeply to elaborate", None)]
+    except Exception:  # a bug in dlc: say so, with enough to report it
+        out.diags = [Diagnostic("E0900", "internal compiler error: this is a bug in dlc, please report it", None,
+                                [Note(line) for line in traceback.format_exc().strip().split("\n")[-6:]])]
+    return out

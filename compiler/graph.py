@@ -1,0 +1,104 @@
+"""The graph IR: a networkx.MultiDiGraph whose nodes are primitive ops.
+
+Node ids are integers given in creation order, which is a topological order. Each node holds: op, attrs,
+ordered inputs, type (shape and dtype; a list of types for multi-output ops such as scan), source span
+and a scoped name like `block1/conv2/W`. Edges are keyed by operand position, so `x * x` keeps both."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .dims import Dim, shape_str
+
+DTYPES = ("f32", "f64", "i32", "i64", "bool")
+FLOATS = ("f32", "f64")
+INTS = ("i32", "i64")
+
+
+@dataclass(frozen=True)
+class TType:
+    shape: tuple | None  # tuple of Dim; None when unknown after an earlier error
+    dtype: str
+
+    def __str__(self):
+        return f"{self.dtype}{shape_str(self.shape) if self.shape is not None else '[?]'}"
+
+    @property
+    def rank(self):
+        return len(self.shape)
+
+    def subs(self, bindings) -> TType:
+        if self.shape is None or not bindings:
+            return self
+        return TType(tuple(d.subs(bindings) for d in self.shape), self.dtype)
+
+
+@dataclass
+class Instance:
+    """One call of a block (or a top-level op) in the model: a row of `dlc check`'s summary."""
+    name: str  # scoped name, e.g. "encoder/layer0/attn"
+    kind: str  # block or op name
+    span: object
+    outputs: list = field(default_factory=list)  # node ids
+    children: list = field(default_factory=list)
+    params: list = field(default_factory=list)  # param/state node ids created under it (tied ones excluded)
+
+
+class Graph:
+    def __init__(self, name: str, parent: Graph | None = None):
+        self.name = name
+        self.parent = parent
+        self.nx = nx.MultiDiGraph()
+        self.inputs: list[int] = []
+        self.outputs: list[tuple[str, int]] = []
+        self.params: dict[str, int] = {}  # scoped name -> node (param and state)
+        self.root = Instance(name, "model", None)
+        self.dims: dict[str, tuple] = {}  # model-level dimension name -> (Dim value, Span where bound)
+        self.train: dict | None = None
+        self.consts: dict = {}
+
+    def add(self, op: str, inputs, attrs, ttype, span=None, name: str = "") -> int:
+        nid = self.nx.number_of_nodes()
+        self.nx.add_node(nid, op=op, attrs=attrs, inputs=tuple(inputs), type=ttype, span=span, name=name)
+        for i, src in enumerate(inputs):
+            self.nx.add_edge(src, nid, key=i)
+        return nid
+
+    def node(self, nid) -> dict:
+        return self.nx.nodes[nid]
+
+    def type(self, nid) -> TType:
+        return self.nx.nodes[nid]["type"]
+
+    def __len__(self):
+        return self.nx.number_of_nodes()
+
+    def nodes(self):
+        return range(self.nx.number_of_nodes())
+
+    def pretty(self) -> str:
+        """The graph as text, one node a line: what `dlc compile --emit graph` prints."""
+        lines = []
+        for n in self.nodes():
+            d = self.node(n)
+            ins = ", ".join(f"%{i}" for i in d["inputs"])
+            attrs = {k: v for k, v in d["attrs"].items() if k != "body"}
+            attr_text = ", ".join(f"{k}={_attr_text(v)}" for k, v in attrs.items())
+            t = d["type"]
+            ttext = " ".join(str(x) for x in t) if isinstance(t, list) else str(t)
+            name = f"  # {d['name']}" if d["name"] else ""
+            lines.append(f"%{n} = {d['op']}({ins}{', ' if ins and attr_text else ''}{attr_text}) : {ttext}{name}")
+            if "body" in d["attrs"]:
+                lines += ["    " + x for x in d["attrs"]["body"].pretty().split("\n")]
+        outs = ", ".join(f"{k}=%{v}" for k, v in self.outputs)
+        lines.append(f"return {outs}")
+        return "\n".join(lines)
+
+
+def _attr_text(v):
+    if isinstance(v, tuple) and v and isinstance(v[0], Dim):
+        return shape_str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
