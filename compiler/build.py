@@ -157,6 +157,7 @@ class Frame:
     scan_yields: list | None = None  # inside a scan body
     is_std: bool = False
     instances: dict = field(default_factory=dict)  # names usable for `enc.W` and `enc(x2)`
+    row: Instance | None = None  # the summary row of the model-level statement being elaborated
 
 
 class Elaborator:
@@ -295,7 +296,7 @@ class Elaborator:
             self.diags.append(Diagnostic("E0111", f"model `{m.name}` has no `return`", m.name_span,
                                          help="end the model body with `return OUTPUT`"))
             rets = []
-        self._check_returns(m, frame, rets, g)
+        self._guard(lambda: self._check_returns(m, frame, rets, g), m.span)
         if m.train is not None:
             from .train import elaborate_train
             elaborate_train(self, m.train, frame, g)
@@ -486,6 +487,9 @@ class Elaborator:
         self.diags.append(diag)
 
     def exec_stmt(self, s, frame: Frame):
+        if frame.block is not None and frame.block.kind == "model" and frame.scan_yields is None:
+            name = s.targets[0][0] if isinstance(s, A.Assign) else type(s).__name__.lower()
+            frame.row = Instance(f"{frame.prefix}{name}", "", s.span)
         try:
             self._exec(s, frame)
         except (_Return, KeyboardInterrupt):
@@ -526,8 +530,8 @@ class Elaborator:
         elif isinstance(s, A.Return):
             if frame.scan_yields is not None:
                 raise ElabError("E0111", "`return` inside a scan body", s.span, help="a scan body ends with `yield`")
-            vals = [self.eval(v, frame) for v in s.values]
-            frame.returned = vals
+            frame.returned = [POISON] * len(s.values)  # present even if its values fail
+            frame.returned = [self.eval(v, frame) for v in s.values]
             raise _Return()
         elif isinstance(s, A.Yield):
             if frame.scan_yields is None:
@@ -1028,6 +1032,9 @@ class Elaborator:
             if want == "init" and n in schema.INITIALIZERS:
                 return InitVal(n, {})
             c = self._callee(n, frame)
+            if c is None and n in self._consts(frame):
+                raise ElabError("E0109", f"`{n}` is a constant ({kind_of(self._consts(frame)[n])}), not something to call",
+                                func.span)
             if c is None:
                 names = list(self.blocks.get(frame.module, {})) + [o for o in OPS if o not in INTERNAL] + list(_BUILTIN_FUNCS)
                 h = suggest(n, names)
@@ -1253,9 +1260,14 @@ class Elaborator:
         scope = self._node_scope(frame)
         nid = g.add(name, inputs, attrs, out, span, f"{scope}{label or name}")
         v = TVal(nid, out, g, span)
-        if frame is not None and frame.block is not None and frame.block.kind == "model" and frame.scan_yields is None:
-            inst = Instance(f"{frame.prefix}{label or name}", name, span, [nid])
-            (frame.group or frame.inst).children.append(inst)
+        row = frame.row if frame is not None else None
+        if row is not None:
+            # Ops written directly in the model body: one summary row per statement.
+            if not row.outputs:
+                (frame.group or frame.inst).children.append(row)
+            if name not in row.kind.split(", "):
+                row.kind = f"{row.kind}, {name}" if row.kind else name
+            row.outputs = [nid]
         return v
 
     def _node_scope(self, frame):
@@ -1297,27 +1309,9 @@ class Elaborator:
                             help=f"declare it with `block {b.name}(...)` to use it inside another model")
         if len(self.stack) > 200:
             raise ElabError("E0213", f"blocks nest more than 200 deep at `{b.name}` (a block that calls itself?)", e.span)
-        is_std = b.module.startswith(self.std_dir)
-        if reuse is not None:
-            scope = reuse.scope
-            local = self._child_name(frame, scope.rsplit("/", 1)[-1] + "#shared", explicit=False)
-        else:
-            base = e.label or (hint if hint and not e.piped else None) or b.name
-            local = self._child_name(frame, base, explicit=e.label is not None, span=e.span)
-            scope = f"{frame.scope}/{local}" if frame.scope else local
-            if frame.reuse is not None:
-                shared = frame.reuse.members.get(local)
-                if isinstance(shared, InstVal):
-                    reuse = shared
-        inst = Instance(scope if reuse is None else f"{scope} (shared)", b.name, e.span)
-        (frame.group or frame.inst).children.append(inst)
-        callee = Frame(b, scope, {}, frame.graph, inst, e.span, b.module, reuse=reuse, is_std=is_std)
-        callee.scan_yields = None
         # Bind arguments in declaration order; defaults may use earlier arguments.
         params = b.params
         names = [p.name for p in params]
-        given = dict(lv.kwargs) if reuse is None else dict(reuse.attrs)
-        given_spans = {}
         if len(pos) > len(params):
             raise ElabError("E0103", f"`{b.name}` takes {len(params)} argument{'s' * (len(params) != 1)} but {len(pos)} were given",
                             e.span, [Note(f"`{b.name}` is defined here", b.name_span)],
@@ -1334,17 +1328,35 @@ class Elaborator:
             if name in raw:
                 raise ElabError("E0106", f"argument `{name}` of `{b.name}` is given twice", item[1])
             raw[name] = item
+        def want_of(p):
+            if isinstance(p.type, A.AttrType) and p.type.name in ("layer", "init"):
+                return p.type.name
+            return None
+        # Arguments are elaborated before this call is named, so `x |> dense |> dense` numbers them in order.
+        pre = {p.name: (self.arg_value(raw[p.name], frame, want=want_of(p)), raw[p.name][1]) for p in params if p.name in raw}
+        is_std = b.module.startswith(self.std_dir)
+        if reuse is not None:
+            scope = reuse.scope
+            local = self._child_name(frame, scope.rsplit("/", 1)[-1] + "#shared", explicit=False)
+        else:
+            base = e.label or (hint if hint and not e.piped else None) or b.name
+            local = self._child_name(frame, base, explicit=e.label is not None, span=e.span)
+            scope = f"{frame.scope}/{local}" if frame.scope else local
+            if frame.reuse is not None:
+                shared = frame.reuse.members.get(local)
+                if isinstance(shared, InstVal):
+                    reuse = shared
+        inst = Instance(scope if reuse is None else f"{scope} (shared)", b.name, e.span)
+        callee = Frame(b, scope, {}, frame.graph, inst, e.span, b.module, reuse=reuse, is_std=is_std)
+        callee.scan_yields = None
+        given = dict(lv.kwargs) if reuse is None else dict(reuse.attrs)
         for p in params:
-            want = "layer" if isinstance(p.type, A.AttrType) and p.type.name == "layer" else (
-                "init" if isinstance(p.type, A.AttrType) and p.type.name == "init" else None)
-            if p.name in raw:
-                item = raw[p.name]
-                v = self.arg_value(item, frame, want=want)
-                span = item[1]
+            if p.name in pre:
+                v, span = pre[p.name]
             elif p.name in given:
                 v, span = given[p.name], e.span
             elif p.default is not None:
-                v = self.eval(p.default, callee, want=want)
+                v = self.eval(p.default, callee, want=want_of(p))
                 span = p.default.span
             else:
                 raise ElabError("E0105", f"`{b.name}` needs the argument `{p.name}`", e.span,
@@ -1360,10 +1372,11 @@ class Elaborator:
                 self._unify(p.type, v, callee, p.name, span, b.name)
             else:
                 v = self._coerce_attr(v, p.type, span, p.name, b.name)
-                given_spans[p.name] = v
             callee.env[p.name] = v
         callee.env.pop("__dimsrc__", None)
         attrs = {p.name: callee.env[p.name] for p in params if not isinstance(p.type, A.TensorType)}
+        # Appended after the arguments were elaborated, so `x |> a |> b` lists a before b.
+        (frame.group or frame.inst).children.append(inst)
         self.stack.append(callee)
         try:
             try:
@@ -1376,7 +1389,8 @@ class Elaborator:
         if rets is None:
             raise ElabError("E0111", f"block `{b.name}` ended without `return`", b.name_span)
         self._check_returns(b, callee, rets, frame.graph, call_span=e.span)
-        outs = [r for r in rets]
+        # The caller sees the call as the origin of its results, not a line inside the block.
+        outs = [TVal(r.node, r.type, r.graph, e.span) if isinstance(r, TVal) else r for r in rets]
         inst.outputs = [r.node for r in outs if isinstance(r, TVal)]
         if reuse is None:
             iv = InstVal(scope, b, attrs, callee.members)

@@ -56,6 +56,7 @@ class Graph:
         self.root = Instance(name, "model", None)
         self.dims: dict[str, tuple] = {}  # model-level dimension name -> (Dim value, Span where bound)
         self.train: dict | None = None
+        self.n_forward: int | None = None  # nodes before this index are the model; the rest the train section
         self.consts: dict = {}
 
     def add(self, op: str, inputs, attrs, ttype, span=None, name: str = "") -> int:

@@ -7,12 +7,16 @@ from dsl.diagnostics import Diagnostic, Note, suggest
 
 from . import schema
 from .build import POISON, ElabError, TVal, _PoisonSeen, _num, kind_of
-from .graph import FLOATS
+from .graph import FLOATS, Instance
 
 
 def elaborate_train(el, train: A.Train, frame, g):
     cfg = {"targets": {}, "settings": {}, "phases": []}
     g.train = cfg
+    g.n_forward = len(g)
+    # The loss and its helpers are not layers of the model: keep them out of the summary.
+    frame.block, frame.row = None, None
+    frame.group = Instance("train", "train", train.span)
     _items(el, train.items, frame, g, cfg["settings"], cfg, phase=None)
 
 

@@ -431,7 +431,7 @@ def _syntax_diag(e: UnexpectedInput, source: str, text: str) -> Diagnostic:
         pos = len(text.rstrip())
         line = text.count("\n", 0, pos) + 1
         col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        span = Span(source, max(0, pos - 1), pos, line, max(1, col - 1))
+        span = Span(source, pos, pos + 1, line, col)  # just past the last character
         expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or []
         opens = text.count("{") - text.count("}")
         help_ = "a `}` is missing" if opens > 0 else ("a `)` is missing" if text.count("(") > text.count(")") else None)

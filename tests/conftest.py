@@ -1,0 +1,38 @@
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Compiled artifacts of a test run never land in the user's cache.
+os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-numba-"))
+os.environ.setdefault("DLC_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-cache-"))
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def dlc(capsys):
+    """Run the CLI in-process: returns (exit status, stdout, stderr)."""
+    from compiler.cli import main
+
+    def run(*argv):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse
+            rc = e.code
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+    return run
+
+
+@pytest.fixture
+def write(tmp_path):
+    def w(text, name="model.dln"):
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+    return w
