@@ -451,7 +451,8 @@ def _syntax_diag(e: UnexpectedInput, source: str, text: str) -> Diagnostic:
     span = Span(source, tok.start_pos, tok.end_pos, tok.line, tok.column)
     expected = e.accepts or e.expected
     help_ = None
-    if tok.type == "NAME" and str(tok) in {"def", "function", "fn", "let", "var", "class"}:
+    prev = re.findall(r"[A-Za-z_]\w*", text[max(0, tok.start_pos - 40):tok.start_pos])
+    if (tok.type == "NAME" and str(tok) in _FOREIGN) or (prev and prev[-1] in _FOREIGN):
         help_ = "layers are declared with `block NAME(...) { ... }`, variables with a plain `name = ...`"
     elif tok.type in {"EQUAL"} and "COLON" not in expected:
         help_ = "keyword arguments are written `name=value` inside a call"
@@ -459,6 +460,7 @@ def _syntax_diag(e: UnexpectedInput, source: str, text: str) -> Diagnostic:
                       help=help_)
 
 
+_FOREIGN = {"def", "function", "fn", "let", "var", "class", "layer"}
 _ITEM_START = re.compile(r"^(use|const|block|model)\b", re.M)
 
 
