@@ -842,9 +842,11 @@ class Elaborator:
             if isinstance(v, TVal):
                 out.append(v)
                 continue
+            arr = literal_array(v)
+            if arr is not None and arr.ndim > 0:
+                out.append(self.constant(arr, ref.type.dtype, side.span))
+                continue
             n = _num(v) if not isinstance(v, bool) else v
-            if isinstance(v, bool) and ref.type.dtype == "bool":
-                n = v
             if n is None:
                 if isinstance(v, Dim):
                     raise ElabError("E0213", f"the symbolic dimension {v} cannot be used as a tensor value", side.span,
@@ -1145,10 +1147,17 @@ class Elaborator:
         for i, t in enumerate(tensors):
             if isinstance(t, TVal):
                 tvals.append(t)
-            elif _num(t) is not None or isinstance(t, bool):
-                ref = next((x for x in tensors if isinstance(x, TVal)), None)
-                dtype = ref.type.dtype if ref else ("bool" if isinstance(t, bool) else "f32")
-                tvals.append(self.constant(np.asarray(_num(t) if not isinstance(t, bool) else t), dtype, e.span))
+            elif literal_array(t) is not None:
+                # A literal takes the dtype of the other (non-condition) operands: select(c, x, 0.0) is f32.
+                arr = literal_array(t)
+                ref = next((x for x in tensors if isinstance(x, TVal) and x.type.dtype != "bool"), None)
+                if arr.dtype.kind == "b":
+                    dtype = "bool"
+                elif ref is not None:
+                    dtype = ref.type.dtype
+                else:
+                    dtype = "i64" if arr.dtype.kind == "i" else "f32"
+                tvals.append(self.constant(arr, dtype, e.span))
             else:
                 an = op.tensor_args[min(i, len(op.tensor_args) - 1)]
                 raise ElabError("E0108", f"argument `{an}` of `{op.name}` must be a tensor, got {kind_of(t)}", e.span)
@@ -1254,7 +1263,8 @@ class Elaborator:
             notes = []
             for i, t in enumerate(tvals):
                 if ex.operand in (None, i) and t.span is not None and t.span != span:
-                    notes.append(Note(f"operand {i + 1} is {t.type}, from here", t.span))
+                    what = OPS[name].tensor_args[i] if i < len(OPS[name].tensor_args) else f"operand {i + 1}"
+                    notes.append(Note(f"`{what}` is {t.type}, from here", t.span))
             raise ElabError(ex.code, ex.message, span, notes[:3], ex.help)
         inputs = [self._local(t, g) for t in tvals]
         scope = self._node_scope(frame)
@@ -1364,11 +1374,11 @@ class Elaborator:
                                 help=f"signature: {self.block_signature(b)}")
             if isinstance(p.type, A.TensorType):
                 if not isinstance(v, TVal):
-                    n = _num(v)
-                    if n is None or isinstance(v, bool):
+                    arr = literal_array(v)
+                    if arr is None:
                         raise ElabError("E0108", f"argument `{p.name}` of `{b.name}` must be a tensor, got {kind_of(v)}",
                                         span, [Note(f"`{p.name}` is declared here", p.span)])
-                    v = self.constant(np.asarray(n), p.type.dtype or "f32", span)
+                    v = self.constant(arr, p.type.dtype or "f32", span)
                 self._unify(p.type, v, callee, p.name, span, b.name)
             else:
                 v = self._coerce_attr(v, p.type, span, p.name, b.name)
@@ -1525,6 +1535,19 @@ class _Undecided:
 
     def __bool__(self):
         raise _PoisonSeen()
+
+
+def literal_array(v):
+    """A number, bool, or rectangular nested list of them as an array (a constant tensor); else None."""
+    if isinstance(v, (bool, int, float, Dim)):
+        n = v if isinstance(v, bool) else _num(v)
+        return None if n is None else np.asarray(n)
+    if not isinstance(v, (list, tuple)) or not v:
+        return None
+    items = [literal_array(x) for x in v]
+    if any(x is None for x in items) or len({x.shape for x in items}) != 1:
+        return None
+    return np.stack(items)
 
 
 def _kind_name(v):

@@ -36,7 +36,7 @@ OPS: dict[str, Op] = {}
 def op(name, kind, arity=1, attrs=None, doc="", tensor_args=None, flops=None):
     def register(fn):
         OPS[name] = Op(name, kind, arity, attrs or {}, fn, flops, doc,
-                       tensor_args or (("x",) if arity == 1 else tuple("abc"[:arity] if arity else ("xs",))))
+                       tensor_args or (("x",) if arity == 1 else ("xs",) if arity is None else tuple("abc"[:arity])))
         return fn
     return register
 

@@ -1,13 +1,17 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Compiled artifacts of a test run never land in the user's cache.
-os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-numba-"))
-os.environ.setdefault("DLC_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-cache-"))
+# Compiled artifacts of a test run never land in the user's cache, and are gone after it.
+_TMP = tempfile.mkdtemp(prefix="dlc-tests-")
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_TMP, "numba"))
+os.environ.setdefault("DLC_CACHE_DIR", os.path.join(_TMP, "dlc"))
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
