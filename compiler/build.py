@@ -158,6 +158,7 @@ class Frame:
     is_std: bool = False
     instances: dict = field(default_factory=dict)  # names usable for `enc.W` and `enc(x2)`
     row: Instance | None = None  # the summary row of the model-level statement being elaborated
+    loop_names: set | None = None  # variables defined before the outermost loop being unrolled
 
 
 class Elaborator:
@@ -512,7 +513,12 @@ class Elaborator:
 
     def _exec(self, s, frame: Frame):
         if isinstance(s, A.Assign):
-            hint = s.targets[0][0] if len(s.targets) == 1 else None
+            # A fresh variable names the call that makes it (`enc = dense(x, 64)` has weights enc/W);
+            # `h = dense(h, 64)` updates a variable, so the call keeps its block's name.
+            # Inside loops freshness is judged against the variables before the loop, so every iteration
+            # names its calls alike.
+            known = frame.loop_names if frame.loop_names is not None else frame.env
+            hint = s.targets[0][0] if len(s.targets) == 1 and s.targets[0][0] not in known else None
             v = self.eval(s.value, frame, name_hint=hint)
             if len(s.targets) == 1:
                 frame.env[s.targets[0][0]] = v
@@ -580,8 +586,10 @@ class Elaborator:
         base = self._child_name(frame, label, explicit=False)
         group = Instance(base, kind, s.span)
         (frame.group or frame.inst).children.append(group)
-        saved = frame.prefix, frame.group
+        saved = frame.prefix, frame.group, frame.loop_names
         frame.group = group
+        if frame.loop_names is None:
+            frame.loop_names = set(frame.env)
         try:
             for binds, i in iterations:
                 for name, v in binds:
@@ -589,7 +597,7 @@ class Elaborator:
                 frame.prefix = f"{base}/{i}/"
                 self.exec_body(s.body, frame)
         finally:
-            frame.prefix, frame.group = saved
+            frame.prefix, frame.group, frame.loop_names = saved
 
     def _require(self, s: A.Require, frame: Frame):
         c = self.eval(s.cond, frame)
