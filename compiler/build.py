@@ -89,7 +89,7 @@ class _Return(Exception):
     pass
 
 
-_BUILTIN_FUNCS = {"range", "len", "min", "max", "int", "float", "abs", "split", "zeros", "ones", "full", "stack",
+_BUILTIN_FUNCS = {"range", "len", "prod", "min", "max", "int", "float", "abs", "split", "zeros", "ones", "full", "stack",
                   "ceil", "floor_div", "unsqueeze"}
 _MATH = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh, "sin": math.sin, "cos": math.cos,
          "atan": math.atan, "log1p": math.log1p, "erf": math.erf, "floor": math.floor, "abs": abs,
@@ -292,6 +292,8 @@ class Elaborator:
             self.exec_body(m.body, frame)
         except _Return:
             pass
+        except _PoisonSeen:
+            frame.returned = frame.returned or [POISON] * len(m.returns or [1])
         rets = frame.returned
         if rets is None:
             self.diags.append(Diagnostic("E0111", f"model `{m.name}` has no `return`", m.name_span,
@@ -498,6 +500,8 @@ class Elaborator:
         except ElabError as e:
             self.report(e.diag)
             self._poison_targets(s, frame)
+            if isinstance(s, A.Require):
+                raise _PoisonSeen()  # what follows assumed it held: the block's results are poisoned
         except _PoisonSeen:
             self._poison_targets(s, frame)
         except RecursionError:
@@ -533,6 +537,8 @@ class Elaborator:
                 frame.env[name] = x
         elif isinstance(s, A.ParamDecl):
             self._param(s, frame)
+        elif isinstance(s, A.Update):
+            self._update(s, frame)
         elif isinstance(s, A.Return):
             if frame.scan_yields is not None:
                 raise ElabError("E0111", "`return` inside a scan body", s.span, help="a scan body ends with `yield`")
@@ -598,6 +604,8 @@ class Elaborator:
                 self.exec_body(s.body, frame)
         finally:
             frame.prefix, frame.group, frame.loop_names = saved
+        if not group.children:  # a loop that made no layer is no row of the summary
+            (frame.group or frame.inst).children.remove(group)
 
     def _require(self, s: A.Require, frame: Frame):
         c = self.eval(s.cond, frame)
@@ -680,6 +688,15 @@ class Elaborator:
             if d.is_const and (d.value <= 0 or d.value.denominator != 1):
                 raise ElabError("E0209", f"parameter `{name}` would have shape {shape_str(shape)}", s.span,
                                 help="every size must be a positive integer")
+        if isinstance(frame.env.get(name), Dim):
+            self.report(Diagnostic("W0101", f"parameter `{name}` hides the dimension `{name}` of this block", s.span,
+                                   help="later uses of the name (a return type, say) see the parameter; rename one",
+                                   severity="warning"))
+        free = sorted(set().union(*(d.symbols() for d in shape)) if shape else set())
+        if free:
+            self.report(Diagnostic("W0102", f"parameter `{name}` has a size that depends on the input's "
+                                   f"{', '.join(free)}: {shape_str(shape)}", s.span,
+                                   help="weights usually have fixed sizes; is an axis wrong?", severity="warning"))
         init = self._init(s.init, frame, s.kind) if s.init is not None else InitVal("zeros" if s.kind == "state" else "glorot_uniform", {})
         dtype = s.type.dtype or "f32"
         scoped = f"{frame.scope}{'/' if frame.scope else ''}{frame.prefix}{name}"
@@ -695,6 +712,21 @@ class Elaborator:
         frame.members[name] = v
         frame.env[name] = v
         frame.inst.params.append(nid)
+
+    def _update(self, s: A.Update, frame: Frame):
+        cur = frame.members.get(s.name)
+        if not isinstance(cur, TVal) or self.root.node(cur.node)["op"] != "state":
+            raise ElabError("E0111", f"`update` assigns a `state` of this block, and `{s.name}` is not one", s.span,
+                            help=f"declare it with `state {s.name}: [...] = zeros`")
+        if frame.scan_yields is not None:
+            raise ElabError("E0111", "`update` inside a scan body", s.span, help="update a state once per step, after the scan")
+        v = self.eval(s.value, frame)
+        if v is POISON:
+            raise _PoisonSeen()
+        if not isinstance(v, TVal) or v.type != cur.type:
+            raise ElabError("E0212", f"`update {s.name}` gives {kind_of(v)}, but the state is {cur.type}", s.span)
+        # Read by the training step: the state's value for the next step. Eval graphs ignore it.
+        self.root.state_updates.append((self.root.node(cur.node)["name"], self._local(v, self.root)))
 
     def _init(self, expr, frame: Frame, kind) -> InitVal:
         v = self.eval(expr, frame, want="init")
@@ -731,10 +763,17 @@ class Elaborator:
     def _items(self, items, frame):
         out = []
         for x in items:
-            v = self.eval(x, frame)
+            v = self.eval(x.value if isinstance(x, A.Arg) else x, frame)
             if v is POISON:
                 raise _PoisonSeen()
-            out.append(v)
+            if isinstance(x, A.Arg):  # `[N, *S]` splices a list or a dimension pack
+                if isinstance(v, DimPack):
+                    v = list(v.dims)
+                if not isinstance(v, (list, tuple)):
+                    raise ElabError("E0108", f"`*` spreads a list, not {kind_of(v)}", x.span)
+                out += list(v)
+            else:
+                out.append(v)
         return out
 
     def _e_EllipsisLit(self, e, frame, hint, want):
@@ -752,6 +791,8 @@ class Elaborator:
             return v
         if n == "training":
             return self.training
+        if n == "none":
+            return None
         consts = self._consts(frame)
         if n in consts:
             if consts[n] is POISON:
@@ -835,6 +876,8 @@ class Elaborator:
                 return b
             raise ElabError("E0108", f"`{e.op}` needs two bools, got {kind_of(b)}", e.right.span)
         b = self.eval(e.right, frame)
+        if (a is None or b is None) and e.op in ("==", "!="):  # `if lengths == none`: was it given?
+            return (a is b) == (e.op == "==")
         if isinstance(a, TVal) or isinstance(b, TVal):
             if e.op == "//" or e.op == "%":
                 raise ElabError("E0108", f"`{e.op}` is for compile-time integers; tensors have `floor(a / b)`", e.span)
@@ -855,10 +898,12 @@ class Elaborator:
                 out.append(self.constant(arr, ref.type.dtype, side.span))
                 continue
             n = _num(v) if not isinstance(v, bool) else v
+            if n is None and isinstance(v, Dim):  # a symbolic size used as a number: read at run time
+                if ref.type.dtype == "bool":
+                    raise ElabError("E0203", "cannot combine a bool tensor with a size", side.span)
+                out.append(self.apply_op("dim_value", [], {"dim": v, "dtype": ref.type.dtype}, side.span, self.stack[-1]))
+                continue
             if n is None:
-                if isinstance(v, Dim):
-                    raise ElabError("E0213", f"the symbolic dimension {v} cannot be used as a tensor value", side.span,
-                                    help="bind it with `--bind`, or compute with ops such as `mean` that know sizes")
                 raise ElabError("E0108", f"cannot combine a tensor with {kind_of(v)}", side.span)
             if isinstance(n, float) and not n.is_integer() and ref.type.dtype in INTS:
                 raise ElabError("E0203", f"cannot combine the {ref.type.dtype} tensor with the float {n}", side.span,
@@ -1380,7 +1425,9 @@ class Elaborator:
                 raise ElabError("E0105", f"`{b.name}` needs the argument `{p.name}`", e.span,
                                 [Note(f"`{b.name}` is defined here", b.name_span)],
                                 help=f"signature: {self.block_signature(b)}")
-            if isinstance(p.type, A.TensorType):
+            if isinstance(p.type, A.TensorType) and v is None and p.name not in pre and p.name not in given:
+                pass  # an optional tensor argument, declared `= none`, left out
+            elif isinstance(p.type, A.TensorType):
                 if not isinstance(v, TVal):
                     arr = literal_array(v)
                     if arr is None:
@@ -1410,6 +1457,7 @@ class Elaborator:
         # The caller sees the call as the origin of its results, not a line inside the block.
         outs = [TVal(r.node, r.type, r.graph, e.span) if isinstance(r, TVal) else r for r in rets]
         inst.outputs = [r.node for r in outs if isinstance(r, TVal)]
+        inst.graph = frame.graph
         if reuse is None:
             iv = InstVal(scope, b, attrs, callee.members)
             frame.members[local] = iv
@@ -1493,6 +1541,10 @@ class Elaborator:
 
     def _check_returns(self, b: A.BlockDef, frame: Frame, rets, g, call_span=None):
         if b.returns is None:
+            if b.kind == "model":  # undeclared outputs are named by position
+                for i, r in enumerate(rets):
+                    if isinstance(r, TVal):
+                        g.outputs.append(("output" if len(rets) == 1 else f"output{i}", r.node))
             return
         if len(rets) != len(b.returns):
             raise ElabError("E0112", f"`{b.name}` declares {len(b.returns)} output{'s' * (len(b.returns) != 1)} but returns {len(rets)}",

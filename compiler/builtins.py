@@ -50,6 +50,17 @@ def call_builtin(el, name, pos, kw, e, frame):
         if len(nums) == 3 and nums[2] == 0:
             raise ElabError("E0213", "range step must not be zero", e.span)
         return list(range(*nums))
+    if name == "prod":  # the product of a list of sizes: prod(S) elements in a [*S] shape
+        need(1, 1)
+        v = args[0]
+        if isinstance(v, DimPack):
+            v = list(v.dims)
+        if not isinstance(v, (list, tuple)):
+            raise ElabError("E0108", f"`prod` of a list of sizes, not {kind_of(v)}", e.span)
+        out = Dim.const(1)
+        for x in v:
+            out = out * Dim.of(_dimlike(x, e))
+        return int(out.value) if out.is_int else out
     if name == "len":
         need(1, 1)
         v = args[0]

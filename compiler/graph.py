@@ -43,6 +43,7 @@ class Instance:
     outputs: list = field(default_factory=list)  # node ids
     children: list = field(default_factory=list)
     params: list = field(default_factory=list)  # param/state node ids created under it (tied ones excluded)
+    graph: object = None  # the graph its outputs live in, when not the model's (inside a scan body)
 
 
 class Graph:
@@ -56,6 +57,8 @@ class Graph:
         self.root = Instance(name, "model", None)
         self.dims: dict[str, tuple] = {}  # model-level dimension name -> (Dim value, Span where bound)
         self.train: dict | None = None
+        self.state_updates: list[tuple[str, int]] = []  # (state's scoped name, node of its next value)
+        self.train_root: Instance | None = None  # layers called by the train section (losses)
         self.n_forward: int | None = None  # nodes before this index are the model; the rest the train section
         self.consts: dict = {}
 

@@ -522,8 +522,14 @@ def _rand_normal(ins, attrs):
     return TType(_check_shape(attrs["shape"]), attrs["dtype"])
 
 
+@op("dim_value", "source", 0, attrs={"dim": ("dim", ...), "dtype": ("dtype", "f32")}, flops=_zero_flops,
+    doc="a size as a number at run time, e.g. the batch size B in sum(x) / B")
+def _dim_value(ins, attrs):
+    return TType((), attrs["dtype"])
+
+
 # Leaves and structure: created by the elaborator, never called by name from .dln.
-INTERNAL = {"input", "param", "state", "capture", "scan", "tuple_get", "constant"}
+INTERNAL = {"input", "param", "state", "capture", "scan", "tuple_get", "constant", "dim_value"}
 for _n, _doc in [("input", "a model input or a train target"), ("param", "a trainable parameter"),
                  ("state", "a non-trainable parameter, such as batchnorm's running statistics"),
                  ("capture", "a value of the enclosing graph used inside a scan body"),

@@ -81,7 +81,7 @@ def _si(d: Dim) -> str:
 def _out_text(g: Graph, inst: Instance, bind) -> str:
     types = []
     for n in inst.outputs:
-        t = g.type(n)
+        t = (inst.graph or g).type(n)
         types.append(str(t.subs(bind)) if isinstance(t, TType) else " ".join(str(x.subs(bind)) for x in t))
     return ", ".join(types)
 

@@ -25,25 +25,28 @@ def elaborate_scan(el, e: A.Scan, frame: Frame):
         raise ElabError("E0211", "a scan needs at least one sequence", e.span)
     seqs = []
     length = None
+    # `scan a in x, b in y along 1`: a trailing `along` applies to every sequence that names none.
+    given = [s.axis for s in e.seqs if s.axis is not None]
     for s in e.seqs:
         v = el.eval(s.value, frame)
         if v is POISON:
             raise _PoisonSeen()
         if not isinstance(v, TVal):
             raise ElabError("E0211", f"scan sequence `{s.name}` must be a tensor, got {kind_of(v)}", s.value.span)
-        axis = 0 if s.axis is None else _num(el.eval(s.axis, frame))
+        axis_expr = s.axis if s.axis is not None else (given[-1] if given else None)
+        axis = 0 if axis_expr is None else _num(el.eval(axis_expr, frame))
         if not isinstance(axis, int):
-            raise ElabError("E0211", "the scan axis must be an integer", s.axis.span)
+            raise ElabError("E0211", "the scan axis must be an integer", axis_expr.span)
         try:
             axis = norm_axis(axis, v.type.rank)
         except ShapeError as ex:
             raise ElabError(ex.code, f"scan sequence `{s.name}`: {ex.message}", s.span)
         n = v.type.shape[axis]
         if length is None:
-            length = (n, s)
+            length = (n, s, v)
         elif n != length[0]:
             raise ElabError("E0211", f"scan sequences differ in length: `{length[1].name}` has {length[0]} steps, "
-                            f"`{s.name}` has {n}", s.span, [Note(f"`{length[1].name}` is {v.type}", length[1].span)])
+                            f"`{s.name}` has {n}", s.span, [Note(f"`{length[1].name}` is {length[2].type}", length[1].span)])
         seqs.append((s, v, axis))
     axis = seqs[0][2]
     if any(a != axis for _, _, a in seqs):
@@ -67,6 +70,7 @@ def elaborate_scan(el, e: A.Scan, frame: Frame):
         lengths = el.eval(e.lengths, frame)
         if lengths is POISON:
             raise _PoisonSeen()
+    if lengths is not None:  # `lengths none` (an optional argument left out) means every step runs
         if not isinstance(lengths, TVal) or lengths.type.dtype not in INTS or lengths.type.rank != 1:
             raise ElabError("E0211", f"scan lengths must be an integer tensor [N], got {kind_of(lengths)}", e.lengths.span)
         for c, v in carries:

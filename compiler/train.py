@@ -16,7 +16,7 @@ def elaborate_train(el, train: A.Train, frame, g):
     g.n_forward = len(g)
     # The loss and its helpers are not layers of the model: keep them out of the summary.
     frame.block, frame.row = None, None
-    frame.group = Instance("train", "train", train.span)
+    frame.group = g.train_root = Instance("train", "train", train.span)
     _items(el, train.items, frame, g, cfg["settings"], cfg, phase=None)
 
 
@@ -52,7 +52,7 @@ def _items(el, items, frame, g, out, cfg, phase):
             el.report(e.diag)
         except _PoisonSeen:
             pass
-    if phase is None and "loss" not in out and not cfg["phases"]:
+    if phase is None and "loss" not in seen and not cfg["phases"]:
         el.report(Diagnostic("E0302", "the train section has no `loss`", items[0].span if items else None,
                              help="for example `loss = cross_entropy(logits, y)` with `target y: i64[B]`"))
 

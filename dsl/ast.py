@@ -153,6 +153,13 @@ class ParamDecl(Node):
 
 
 @dataclass
+class Update(Node):
+    """`update running_mean = ...`: the new value of a `state` after a training step."""
+    name: str
+    value: Node
+
+
+@dataclass
 class Return(Node):
     values: list
 

@@ -170,7 +170,7 @@ instances (to reuse their weights) can be called."""),
     "E0110": ("no such member", """`a.b` looks up parameter or sub-layer `b` of the layer instance `a`, for example
 `transpose(enc.W)` to tie a decoder to an encoder's weights. The instance has no member of that name."""),
     "E0111": ("misplaced statement", """A statement where it cannot stand: `yield` outside a `scan` body, `return` inside
-a `scan` body, a block without `return`, or a `param` inside a `scan` body."""),
+a `scan` body, a block without `return`, or `update` of a name that is not a `state` of the block."""),
     "E0112": ("wrong number of values", """An assignment with several targets received a different number of values, or
 a `return` gives a different number of values than the signature declares."""),
     "E0120": ("import cycle", """Files import each other in a cycle. The note lists the chain. Move the shared blocks
@@ -219,6 +219,12 @@ clip, metrics, epochs, batch_size, early_stopping, update, freeze, truncate, val
 `step` phases. The message suggests the closest one."""),
     "E0302": ("invalid train setting", """A train setting has a value of the wrong kind: an unknown optimizer or
 schedule, an unknown hyperparameter, or a loss that is not a scalar."""),
+    "W0101": ("parameter hides a dimension", """A `param` or `state` has the name of a dimension of its block, e.g.
+`param W` in a block whose input is `f32[N, C, H, W]`. Later uses of the name see the parameter, not the
+size, which breaks a declared return type like `f32[N, K, H, W]`. Rename the parameter."""),
+    "W0102": ("parameter size depends on the input", """A parameter's shape contains a symbolic dimension of the
+input (such as the batch size or the sequence length), so the number of weights would change with the data.
+This is almost always a normalisation or a dense layer applied over the wrong axis."""),
     "E0900": ("internal compiler error", """dlc failed on input it should have handled. This is a bug in dlc, not in your
 model: please report it with the `.dln` file and the command line."""),
 }

@@ -254,7 +254,11 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def assign(self, meta, c):
-        return A.Assign(self.sp(meta), c[0], c[1])
+        values = c[1:]
+        if len(values) == 1:
+            return A.Assign(self.sp(meta), c[0], values[0])
+        span = Span(self.source, values[0].span.start, values[-1].span.end, values[0].span.line, values[0].span.col)
+        return A.Assign(self.sp(meta), c[0], A.TupleLit(span, values))
 
     def _decl(self, kind, meta, c):
         name, dtype, dims, init = c
@@ -268,6 +272,10 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def state_decl(self, meta, c):
         return self._decl("state", meta, c)
+
+    @v_args(meta=True)
+    def update_stmt(self, meta, c):
+        return A.Update(self.sp(meta), str(c[0]), c[1])
 
     @v_args(meta=True)
     def return_stmt(self, meta, c):

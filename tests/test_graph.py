@@ -94,3 +94,10 @@ def test_undecidable_require_waits_for_sizes(write):
 def test_loop_iterations_are_named_alike(write):
     g = build(write, "model m(x: f32[B, 4]) -> f32[B, 4] {\n    repeat 2 as r { y = dense(x, 4)\n x = y }\n    return x\n}\n")
     assert list(g.params) == ["r/0/y/W", "r/0/y/b", "r/1/y/W", "r/1/y/b"]
+
+
+def test_outputs_named_or_positional(write):
+    g = build(write, "model m(x: f32[B, 4]) {\n    return x, x * 2\n}\n")
+    assert [n for n, _ in g.outputs] == ["output0", "output1"]
+    g = build(write, "model m(x: f32[B, 4]) -> (a: f32[B, 4], f32[B, 4]) {\n    return x, x * 2\n}\n")
+    assert [n for n, _ in g.outputs] == ["a", "output1"]
