@@ -460,6 +460,12 @@ class Elaborator:
             return f"{Elaborator._expr_text(expr.left)} {expr.op} {Elaborator._expr_text(expr.right)}"
         if isinstance(expr, A.Unary):
             return f"-{Elaborator._expr_text(expr.operand)}"
+        if isinstance(expr, A.Bool):
+            return "true" if expr.value else "false"
+        if isinstance(expr, A.Str):
+            return '"' + expr.value + '"'
+        if isinstance(expr, A.Call) and isinstance(expr.func, A.Name):
+            return f"{expr.func.id}(...)"
         return "..."
 
     def _decl_text(self, tt: A.TensorType) -> str:
@@ -485,6 +491,8 @@ class Elaborator:
         std = [f for f in self.stack if f.is_std]
         if std and diag.span is not None and diag.span.source.startswith(self.std_dir):
             outer = std[0]
+            # The library's own lines say little to its user: keep one note pointing inside it.
+            diag.notes = [n for n in diag.notes if n.span is None or not n.span.source.startswith(self.std_dir)]
             diag.notes.append(Note(f"inside the standard block `{outer.block.name}`", diag.span))
             diag.span = outer.call_span
         self.diags.append(diag)
@@ -1134,6 +1142,25 @@ class Elaborator:
             return self._call_block(target.block, lv, pos, kw, e, frame, hint, reuse=target)
         return self._call_block(target, lv, pos, kw, e, frame, hint)
 
+    def _all_args(self, items: dict, frame) -> dict:
+        """Evaluate every argument even when one fails, so independent mistakes in one call all show."""
+        out, failed = {}, None
+        for key, (item, want) in items.items():
+            try:
+                out[key] = (self.arg_value(item, frame, want=want), item[1])
+            except ElabError as ex:
+                failed = failed or ex
+                if isinstance(item[0], A.Arg):
+                    self.report(ex.diag)
+                    failed = True
+            except _PoisonSeen:
+                failed = failed or True
+        if isinstance(failed, ElabError):
+            raise failed
+        if failed:
+            raise _PoisonSeen()
+        return out
+
     def arg_value(self, item, frame, want=None):
         a, span = item
         if isinstance(a, A.Arg):
@@ -1165,7 +1192,8 @@ class Elaborator:
             if len(pos) > len(names):
                 raise ElabError("E0103", f"`{op.name}` takes at most {len(names)} positional arguments, got {len(pos)}",
                                 e.span, help=f"signature: {self.op_signature(op)}")
-            values = [self.arg_value(item, frame) for item in pos]
+            values = list(self._all_args({i: (item, None) for i, item in enumerate(pos)}, frame).values())
+            values = [v for v, _ in values]
             tensors = values[:op.arity]
             pos_attrs = list(zip(names[op.arity:], values[op.arity:]))
             for name, item in list(kw.items()):
@@ -1396,7 +1424,7 @@ class Elaborator:
                 return p.type.name
             return None
         # Arguments are elaborated before this call is named, so `x |> dense |> dense` numbers them in order.
-        pre = {p.name: (self.arg_value(raw[p.name], frame, want=want_of(p)), raw[p.name][1]) for p in params if p.name in raw}
+        pre = self._all_args({p.name: (raw[p.name], want_of(p)) for p in params if p.name in raw}, frame)
         is_std = b.module.startswith(self.std_dir)
         if reuse is not None:
             scope = reuse.scope

@@ -240,15 +240,19 @@ def window_size(size: Dim, k, stride, pad, dilation, rnd, axis_name) -> Dim:
     if out.is_const:
         v = out.value
         if v.denominator != 1:
-            raise ShapeError("E0206", f"{axis_name}: ({size} - {span} + 2*{pad}) / {stride} + 1 = {float(v):g} is not an integer",
+            raise ShapeError("E0206", f"output {axis_name} (W - F + 2P) / S + 1 = ({size} - {span} + 2*{pad}) / {stride} + 1 = {float(v):g} is not an integer",
                              "change padding or stride so that it divides exactly, or pass round=\"floor\"")
         if v <= 0:
-            raise ShapeError("E0206", f"{axis_name}: ({size} - {span} + 2*{pad}) / {stride} + 1 = {v} is not positive",
+            raise ShapeError("E0206", f"output {axis_name} (W - F + 2P) / S + 1 = ({size} - {span} + 2*{pad}) / {stride} + 1 = {v} is not positive",
                              "the window is larger than the padded input: use a smaller kernel or more padding")
     return out
 
 
 _WINDOW_ATTRS = {"stride": ("ints", 1), "pad": ("ints", 0), "dilation": ("ints", 1), "round": ("str", "exact")}
+
+
+def _axis_name(i, n):
+    return {1: ["length"], 2: ["height", "width"], 3: ["depth", "height", "width"]}.get(n, [f"spatial axis {i}"] * n)[i]
 
 
 def _check_round(attrs):
@@ -282,7 +286,7 @@ def _conv(ins, attrs):
                          "the filter is [filters, in_channels, kh, kw]")
     stride, pad, dil = (_per_axis(attrs[a], n, a) for a in ("stride", "pad", "dilation"))
     spatial = tuple(window_size(x.shape[2 + i], w.shape[2 + i], stride[i], pad[i], dil[i], attrs["round"],
-                                f"spatial axis {i}") for i in range(n))
+                                _axis_name(i, n)) for i in range(n))
     return TType((x.shape[0], w.shape[0]) + spatial, dt)
 
 
@@ -304,7 +308,7 @@ def _conv_t(ins, attrs):
     for i in range(n):
         out = (x.shape[2 + i] - 1) * stride[i] - 2 * pad[i] + dil[i] * (w.shape[2 + i] - 1) + opad[i] + 1
         if out.is_const and out.value <= 0:
-            raise ShapeError("E0206", f"spatial axis {i} of `conv_transpose` would have size {out}")
+            raise ShapeError("E0206", f"the {_axis_name(i, n)} of `conv_transpose` would be {out}")
         spatial.append(out)
     return TType((x.shape[0], w.shape[1]) + tuple(spatial), dt)
 
@@ -321,7 +325,7 @@ def _pool_rule(name):
         stride = _per_axis(attrs["stride"] if attrs["stride"] is not None else k, n, "stride")
         pad = _per_axis(attrs["pad"], n, "pad")
         spatial = tuple(window_size(x.shape[2 + i], Dim.const(k[i]), stride[i], pad[i], 1, attrs["round"],
-                                    f"spatial axis {i}") for i in range(n))
+                                    _axis_name(i, n)) for i in range(n))
         return TType(x.shape[:2] + spatial, x.dtype)
     return rule
 

@@ -67,9 +67,16 @@ class Sources:
         return lines[span.line - 1] if 0 < span.line <= len(lines) else None
 
 
+# Folders shown by a short name (the zoo, wherever dlc is installed, is shown as `zoo/...`).
+ALIASES: dict[str, str] = {}
+
+
 def display_path(source: str) -> str:
     if source.startswith("<"):
         return source
+    for folder, alias in ALIASES.items():
+        if source.startswith(folder + os.sep):
+            return alias + source[len(folder):]
     try:
         rel = os.path.relpath(source)
     except ValueError:
@@ -239,7 +246,9 @@ def suggest(name: str, candidates) -> str | None:
             best, best_d = c, d
     if best is not None and best_d <= max(1, len(name) // 3):
         return best
-    return None
+    # `activation` for `act`, `lr_rate` for `lr`: an abbreviation or an extension of a candidate.
+    prefixed = sorted(c for c in candidates if len(c) >= 2 and (name.startswith(c) or c.startswith(name)))
+    return prefixed[0] if len(prefixed) == 1 else None
 
 
 def _edit_distance(a: str, b: str) -> int:

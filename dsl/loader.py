@@ -20,6 +20,17 @@ def zoo_dir() -> Path:
     raise FileNotFoundError("the zoo folder is missing from this installation of dlc")
 
 
+def _register_alias():
+    try:
+        from .diagnostics import ALIASES
+        ALIASES[str(zoo_dir().resolve())] = "zoo"
+    except FileNotFoundError:
+        pass
+
+
+_register_alias()
+
+
 def zoo_models() -> list[str]:
     return sorted(p.stem for p in zoo_dir().glob("*.dln"))
 
