@@ -1,4 +1,5 @@
 """Random and mutated .dln text never makes the front end raise: only diagnostics come out."""
+import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -7,6 +8,8 @@ from hypothesis import strategies as st
 from compiler.check import check
 from dsl.diagnostics import render
 
+# DLC_FUZZ_SCALE=20 runs twenty times the examples, for a deeper search than CI's.
+SCALE = int(os.environ.get("DLC_FUZZ_SCALE", "1"))
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
 SEEDS = sorted(ZOO.glob("*.dln")) + sorted((ZOO / "std").glob("*.dln"))
 TOKENS = ["model", "block", "param", "state", "scan", "in", "along", "with", "reverse", "lengths", "yield", "return",
@@ -23,19 +26,19 @@ def _front_end_is_total(text):
         render(d, r.sources)  # rendering any diagnostic works too
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(TOKENS), max_size=60).map(" ".join))
 def test_random_token_soup(text):
     _front_end_is_total(text)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150 * SCALE, deadline=None)
 @given(st.text(max_size=200))
 def test_random_characters(text):
     _front_end_is_total(text)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SEEDS), st.data())
 def test_mutated_zoo_files(path, data):
     text = path.read_text()

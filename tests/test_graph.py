@@ -101,3 +101,23 @@ def test_outputs_named_or_positional(write):
     assert [n for n, _ in g.outputs] == ["output0", "output1"]
     g = build(write, "model m(x: f32[B, 4]) -> (a: f32[B, 4], f32[B, 4]) {\n    return x, x * 2\n}\n")
     assert [n for n, _ in g.outputs] == ["a", "output1"]
+
+
+def test_use_relative_file_and_alias(write):
+    write("block twice(x: f32[*S]) -> f32[*S] { return x * 2 }\n", "lib/blocks.dln")
+    g = build(write, 'use "lib/blocks.dln"\nuse std.nn\nmodel m(x: f32[B, 4]) -> f32[B, 4] {\n    return twice(x)\n}\n')
+    assert any(c.kind == "twice" for c in g.root.children)
+    g = build(write, 'use "lib/blocks.dln" as lib\nmodel m(x: f32[B, 4]) -> f32[B, 4] {\n    return lib.twice(x)\n}\n')
+    assert any(c.kind == "twice" for c in g.root.children)
+
+
+def test_state_update_requires_a_state(write):
+    r = check(str(write("block f(x: f32[N]) -> f32[N] {\n    param w: [N]\n    update w = x\n    return x\n}\n"
+                        "model m(x: f32[4]) -> f32[4] { return f(x) }\n")))
+    assert [d.code for d in r.diags] == ["E0111"]
+
+
+def test_symbolic_size_as_a_number(write):
+    g = build(write, "model m(x: f32[B, 4]) -> f32[] {\n    return sum(x) / B\n}\n")
+    dv = [n for n in g.nodes() if g.node(n)["op"] == "dim_value"]
+    assert len(dv) == 1 and str(g.node(dv[0])["attrs"]["dim"]) == "B"
