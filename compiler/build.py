@@ -10,6 +10,7 @@ a poisoned value is silent, so one mistake gives one diagnostic."""
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +95,12 @@ _BUILTIN_FUNCS = {"range", "len", "prod", "min", "max", "int", "float", "abs", "
 _MATH = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh, "sin": math.sin, "cos": math.cos,
          "atan": math.atan, "log1p": math.log1p, "erf": math.erf, "floor": math.floor, "abs": abs,
          "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "neg": lambda v: -v, "sign": lambda v: (v > 0) - (v < 0)}
+
+
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+          "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+            ">=": operator.ge}
 
 
 def _is_num(v):
@@ -357,17 +364,7 @@ class Elaborator:
 
     def _dim_arith(self, op, a: Dim, b: Dim, span) -> Dim:
         try:
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            if op == "/":
-                return a / b
-            if op == "//":
-                return a // b
-            return a % b
+            return _ARITH[op](a, b)
         except ZeroDivisionError:
             raise ElabError("E0213", "division by zero in a dimension", span)
 
@@ -953,7 +950,7 @@ class Elaborator:
                     r = self._dim_arith(op, da, db, e.span)
                     return int(r.value) if r.is_int else (float(r.value) if r.is_const else r)
                 if op == "**":
-                    if db.is_int and db.value >= 0:
+                    if db.is_int and 0 <= db.value <= 64:
                         r = Dim.const(1)
                         for _ in range(int(db.value)):
                             r = r * da
@@ -963,23 +960,14 @@ class Elaborator:
                 if not diff.is_const:
                     return _Undecided()
                 a, b = float(diff.value), 0
+        if op == "**" and isinstance(b, (int, float)) and abs(b) > 1024 and isinstance(a, int) and abs(a) > 1:
+            raise ElabError("E0213", "number too large", e.span)  # 10 ** 10 ** 10 would never finish
         try:
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            if op == "/":
-                r = a / b
-                return int(r) if isinstance(a, int) and isinstance(b, int) and a % b == 0 else r
-            if op == "//":
-                return a // b
-            if op == "%":
-                return a % b
-            if op == "**":
-                return a ** b
-            return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+            if op == "/" and isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
+                return a // b  # exact integer division stays an int, so it can be a size
+            if op in _ARITH:
+                return _ARITH[op](a, b)
+            return _COMPARE[op](a, b)
         except ZeroDivisionError:
             raise ElabError("E0213", "division by zero", e.span)
         except OverflowError:
