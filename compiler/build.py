@@ -97,6 +97,9 @@ _MATH = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
          "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "neg": lambda v: -v, "sign": lambda v: (v > 0) - (v < 0)}
 
 
+MAX_UNROLL = 100_000  # copies made by one repeat/for/range: beyond this a model is a mistake, not a network
+MAX_NODES = 5_000_000
+
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
           "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
@@ -570,6 +573,9 @@ class Elaborator:
             n = _num(n) if n is not POISON else None
             if not isinstance(n, int) or n < 0:
                 raise ElabError("E0108", f"`repeat` needs a non-negative integer count", s.count.span)
+            if n > MAX_UNROLL:
+                raise ElabError("E0213", f"`repeat {n}` would unroll more than {MAX_UNROLL:,} copies", s.count.span,
+                                help="for a loop over time or tokens, use `scan`, which is not unrolled")
             self._loop(frame, s, s.label or "repeat", [((), i) for i in range(n)], f"repeat {n}")
         elif isinstance(s, A.For):
             it = self.eval(s.iter, frame)
@@ -1335,6 +1341,9 @@ class Elaborator:
                     what = OPS[name].tensor_args[i] if i < len(OPS[name].tensor_args) else f"operand {i + 1}"
                     notes.append(Note(f"`{what}` is {t.type}, from here", t.span))
             raise ElabError(ex.code, ex.message, span, notes[:3], ex.help)
+        if len(self.root) > MAX_NODES:
+            raise ElabError("E0213", f"the model has grown past {MAX_NODES:,} ops", span,
+                            help="look for a `repeat` or `for` with a larger count than intended")
         inputs = [self._local(t, g) for t in tvals]
         scope = self._node_scope(frame)
         nid = g.add(name, inputs, attrs, out, span, f"{scope}{label or name}")

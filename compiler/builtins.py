@@ -49,6 +49,9 @@ def call_builtin(el, name, pos, kw, e, frame):
         nums = [integer(a, "bound") for a in args]
         if len(nums) == 3 and nums[2] == 0:
             raise ElabError("E0213", "range step must not be zero", e.span)
+        from .build import MAX_UNROLL
+        if len(range(*nums)) > MAX_UNROLL:
+            raise ElabError("E0213", f"`range` of more than {MAX_UNROLL:,} numbers", e.span)
         return list(range(*nums))
     if name == "prod":  # the product of a list of sizes: prod(S) elements in a [*S] shape
         need(1, 1)
