@@ -503,6 +503,12 @@ class Elaborator:
             frame.row = Instance(f"{frame.prefix}{name}", "", s.span)
         try:
             self._exec(s, frame)
+            row = frame.row
+            if row is not None and row.outputs and isinstance(s, A.Assign):
+                value = frame.env.get(s.targets[0][0])
+                if not (isinstance(value, TVal) and value.node == row.outputs[-1]):
+                    # The ops fed a layer that made the value: the row is named after its first op instead.
+                    row.name = f"{frame.prefix}{row.kind.split(', ')[0]}"
         except (_Return, KeyboardInterrupt):
             raise
         except ElabError as e:

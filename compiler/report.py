@@ -94,8 +94,10 @@ def summary(g: Graph, bind: dict | None = None, depth: int = 1, path: str = "") 
 
     def walk(inst: Instance, level: int):
         for c in inst.children:
-            rows.append(("  " * (level - 1) + c.name.split("/")[-1] if level > 1 else c.name, c.kind,
-                         _out_text(g, c, bind), human(instance_params(g, c).subs(bind))))
+            # Nested rows show their name below the parent's: `0/decoder_layer` under `layer`, then `attn`.
+            name = c.name[len(inst.name) + 1:] if level > 1 and c.name.startswith(inst.name + "/") else c.name
+            rows.append(("  " * (level - 1) + name, c.kind, _out_text(g, c, bind),
+                         human(instance_params(g, c).subs(bind))))
             if level < depth:
                 walk(c, level + 1)
 
