@@ -28,6 +28,7 @@ class Op:
     flops: Callable = None  # (list[TType], TType, attrs) -> Dim
     doc: str = ""
     tensor_args: tuple = ("x",)  # names of the tensor operands, for keyword calls and messages
+    impl: Callable = None  # NumPy reference semantics: (list[ndarray], attrs, Ctx) -> ndarray
 
 
 OPS: dict[str, Op] = {}
@@ -544,3 +545,263 @@ for _n, _doc in [("input", "a model input or a train target"), ("param", "a trai
 # Operator spelling in .dln -> op
 BINARY_OPERATORS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul", "==": "eq",
                     "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "and": "and", "or": "or"}
+
+
+# ---- NumPy reference semantics: what each op means. The interpreter (runtime/interpreter.py) calls these;
+# every compiled backend must agree with them. `ctx` evaluates symbolic sizes (`ctx.dim`), maps dtypes
+# (`ctx.dtype`) and draws counter-based random numbers (`ctx.uniform`).
+import numpy as _np  # noqa: E402
+from scipy import special as _special  # noqa: E402
+
+
+def implements(*names):
+    def register(fn):
+        for n in names:
+            OPS[n].impl = fn
+        return fn
+    return register
+
+
+def _stable_sigmoid(x):
+    e = _np.exp(-_np.abs(x))
+    return _np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+_UNARY_IMPLS = {"exp": _np.exp, "log": _np.log, "log1p": _np.log1p, "sqrt": _np.sqrt, "tanh": _np.tanh,
+                "sigmoid": _stable_sigmoid, "atan": _np.arctan, "sin": _np.sin, "cos": _np.cos, "erf": _special.erf,
+                "floor": _np.floor, "neg": _np.negative, "abs": _np.abs, "sign": _np.sign, "not": _np.logical_not}
+_BINARY_IMPLS = {"add": _np.add, "sub": _np.subtract, "mul": _np.multiply, "div": _np.divide, "pow": _np.power,
+                 "maximum": _np.maximum, "minimum": _np.minimum, "eq": _np.equal, "ne": _np.not_equal,
+                 "lt": _np.less, "le": _np.less_equal, "gt": _np.greater, "ge": _np.greater_equal,
+                 "and": _np.logical_and, "or": _np.logical_or}
+for _n, _f in _UNARY_IMPLS.items():
+    OPS[_n].impl = (lambda f: lambda ins, attrs, ctx: f(ins[0]))(_f)
+for _n, _f in _BINARY_IMPLS.items():
+    OPS[_n].impl = (lambda f: lambda ins, attrs, ctx: f(ins[0], ins[1]))(_f)
+
+
+@implements("select")
+def _select_impl(ins, attrs, ctx):
+    return _np.where(ins[0], ins[1], ins[2])
+
+
+def _axes_of(attrs, rank):
+    ax = attrs.get("axis")
+    if ax is None:
+        return tuple(range(rank))
+    return tuple(a % rank for a in ([ax] if isinstance(ax, int) else ax))
+
+
+@implements("sum", "mean", "max", "min")
+def _reduce_impl(ins, attrs, ctx, _f={"sum": _np.sum, "mean": _np.mean, "max": _np.max, "min": _np.min}):
+    x = ins[0]
+    return _f[ctx.op](x, axis=_axes_of(attrs, x.ndim), keepdims=attrs["keepdims"]).astype(x.dtype, copy=False)
+
+
+@implements("argmax", "argmin")
+def _arg_impl(ins, attrs, ctx):
+    f = _np.argmax if ctx.op == "argmax" else _np.argmin
+    return f(ins[0], axis=attrs["axis"], keepdims=attrs["keepdims"]).astype(_np.int64)
+
+
+@implements("matmul")
+def _matmul_impl(ins, attrs, ctx):
+    return _np.matmul(ins[0], ins[1])
+
+
+def _window_geometry(x_shape, k, attrs, n):
+    stride = _per_axis(attrs["stride"] if attrs.get("stride") is not None else k, n, "stride")
+    pad = _per_axis(attrs.get("pad", 0), n, "pad")
+    dil = _per_axis(attrs.get("dilation", 1), n, "dilation")
+    return stride, pad, dil
+
+
+def _windows(xp, k, stride, dil, out_sizes):
+    """For every kernel offset, the strided view of the padded input that it multiplies."""
+    n = len(k)
+    for offset in _np.ndindex(*k):
+        idx = [slice(None), slice(None)]
+        for a in range(n):
+            start = offset[a] * dil[a]
+            idx.append(slice(start, start + (out_sizes[a] - 1) * stride[a] + 1, stride[a]))
+        yield offset, xp[tuple(idx)]
+
+
+def _pad_spatial(x, pad, out_sizes, k, stride, dil, value):
+    # Right padding grows when round="ceil" lets the last window run past the input.
+    widths = [(0, 0), (0, 0)]
+    for a in range(len(k)):
+        need = (out_sizes[a] - 1) * stride[a] + dil[a] * (k[a] - 1) + 1
+        have = x.shape[2 + a] + 2 * pad[a]
+        widths.append((pad[a], pad[a] + max(0, need - have)))
+    return _np.pad(x, widths, constant_values=value)
+
+
+@implements("conv")
+def _conv_impl(ins, attrs, ctx):
+    x, w = ins
+    n = x.ndim - 2
+    k = w.shape[2:]
+    stride, pad, dil = _window_geometry(x.shape, k, attrs, n)
+    out_sizes = ctx.out_shape[2:]
+    xp = _pad_spatial(x, pad, out_sizes, k, stride, dil, 0)
+    g = attrs["groups"]
+    N, C = x.shape[:2]
+    K = w.shape[0]
+    Cg, Kg = C // g, K // g
+    out = _np.zeros((N, K) + tuple(out_sizes), dtype=_np.result_type(x, w))
+    for offset, view in _windows(xp, k, stride, dil, out_sizes):
+        wk = w[(slice(None), slice(None)) + offset]  # [K, Cg]
+        for gi in range(g):
+            v = view[:, gi * Cg:(gi + 1) * Cg]  # [N, Cg, *out]
+            out[:, gi * Kg:(gi + 1) * Kg] += _np.einsum("nc...,kc->nk...", v, wk[gi * Kg:(gi + 1) * Kg])
+    return out
+
+
+@implements("conv_transpose")
+def _conv_t_impl(ins, attrs, ctx):
+    x, w = ins  # x [N, C, *S], w [C, K, *k]: the gradient of conv with respect to its input
+    n = x.ndim - 2
+    k = w.shape[2:]
+    stride = _per_axis(attrs["stride"], n, "stride")
+    pad = _per_axis(attrs["pad"], n, "pad")
+    dil = _per_axis(attrs["dilation"], n, "dilation")
+    out_sizes = ctx.out_shape[2:]
+    full = [(x.shape[2 + a] - 1) * stride[a] + dil[a] * (k[a] - 1) + 1 for a in range(n)]
+    big = [max(full[a], out_sizes[a] + pad[a]) for a in range(n)]
+    out = _np.zeros((x.shape[0], w.shape[1]) + tuple(big), dtype=_np.result_type(x, w))
+    for offset in _np.ndindex(*k):
+        idx = [slice(None), slice(None)]
+        for a in range(n):
+            start = offset[a] * dil[a]
+            idx.append(slice(start, start + (x.shape[2 + a] - 1) * stride[a] + 1, stride[a]))
+        out[tuple(idx)] += _np.einsum("nc...,ck->nk...", x, w[(slice(None), slice(None)) + offset])
+    crop = (slice(None), slice(None)) + tuple(slice(pad[a], pad[a] + out_sizes[a]) for a in range(n))
+    return out[crop]
+
+
+@implements("max_pool", "avg_pool")
+def _pool_impl(ins, attrs, ctx):
+    x = ins[0]
+    n = x.ndim - 2
+    k = _per_axis(attrs["k"], n, "k")
+    stride, pad, _ = _window_geometry(x.shape, k, dict(attrs, dilation=1), n)
+    out_sizes = ctx.out_shape[2:]
+    is_max = ctx.op == "max_pool"
+    xp = _pad_spatial(x, pad, out_sizes, k, stride, [1] * n, -_np.inf if is_max else 0)
+    if is_max:
+        out = _np.full((x.shape[0], x.shape[1]) + tuple(out_sizes), -_np.inf, dtype=x.dtype)
+        for _, view in _windows(xp, k, stride, [1] * n, out_sizes):
+            out = _np.maximum(out, view)
+        return out
+    # Average over the window's part inside the padded input (PyTorch's count_include_pad=True); a window
+    # that round="ceil" lets run past it divides by fewer.
+    total = _np.zeros((x.shape[0], x.shape[1]) + tuple(out_sizes), dtype=x.dtype)
+    inside = _np.zeros(tuple(out_sizes), dtype=x.dtype)
+    region = _np.zeros((1, 1) + xp.shape[2:], dtype=x.dtype)
+    region[(0, 0) + tuple(slice(0, x.shape[2 + a] + 2 * pad[a]) for a in range(n))] = 1
+    for _, view in _windows(xp, k, stride, [1] * n, out_sizes):
+        total += view
+    for _, view in _windows(region, k, stride, [1] * n, out_sizes):
+        inside += view[0, 0]
+    return total / inside
+
+
+@implements("reshape")
+def _reshape_impl(ins, attrs, ctx):
+    return ins[0].reshape(tuple(ctx.dim(d) for d in attrs["shape"]))
+
+
+@implements("transpose")
+def _transpose_impl(ins, attrs, ctx):
+    return _np.transpose(ins[0], attrs["perm"])
+
+
+@implements("broadcast_to")
+def _broadcast_impl(ins, attrs, ctx):
+    return _np.broadcast_to(ins[0], tuple(ctx.dim(d) for d in attrs["shape"])).copy()
+
+
+@implements("slice")
+def _slice_impl(ins, attrs, ctx):
+    x = ins[0]
+    idx = [slice(None)] * x.ndim
+    idx[attrs["axis"]] = slice(ctx.dim(attrs["start"]), ctx.dim(attrs["stop"]), attrs["step"])
+    return x[tuple(idx)]
+
+
+@implements("concat")
+def _concat_impl(ins, attrs, ctx):
+    return _np.concatenate(ins, axis=attrs["axis"])
+
+
+@implements("pad")
+def _pad_impl(ins, attrs, ctx):
+    x = ins[0]
+    widths = list(attrs["pads"]) + [(0, 0)] * (x.ndim - len(attrs["pads"]))
+    return _np.pad(x, widths, constant_values=attrs["value"])
+
+
+@implements("gather")
+def _gather_impl(ins, attrs, ctx):
+    table, idx = ins
+    n = table.shape[attrs["axis"]]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"gather index out of range [0, {n}): min {idx.min()}, max {idx.max()}")
+    return _np.take(table, idx, axis=attrs["axis"])
+
+
+@implements("one_hot")
+def _one_hot_impl(ins, attrs, ctx):
+    depth = ctx.dim(attrs["depth"])
+    return (ins[0][..., None] == _np.arange(depth)).astype(ctx.dtype(attrs["dtype"]))
+
+
+@implements("cast")
+def _cast_impl(ins, attrs, ctx):
+    return ins[0].astype(ctx.dtype(attrs["dtype"]))
+
+
+@implements("stop_gradient")
+def _stop_gradient_impl(ins, attrs, ctx):
+    return ins[0]
+
+
+@implements("fill")
+def _fill_impl(ins, attrs, ctx):
+    return _np.full(tuple(ctx.dim(d) for d in attrs["shape"]), attrs["value"], dtype=ctx.dtype(attrs["dtype"]))
+
+
+@implements("iota")
+def _iota_impl(ins, attrs, ctx):
+    shape = tuple(ctx.dim(d) for d in attrs["shape"])
+    ax = attrs["axis"]
+    r = _np.arange(shape[ax]).reshape([-1 if a == ax else 1 for a in range(len(shape))])
+    return _np.broadcast_to(r, shape).astype(ctx.dtype(attrs["dtype"]))
+
+
+@implements("constant")
+def _constant_impl(ins, attrs, ctx):
+    return _np.asarray(attrs["value"], dtype=ctx.dtype(attrs["dtype"]))
+
+
+@implements("rand_uniform")
+def _rand_uniform_impl(ins, attrs, ctx):
+    shape = tuple(ctx.dim(d) for d in attrs["shape"])
+    u = ctx.uniform(shape)
+    return (attrs["low"] + (attrs["high"] - attrs["low"]) * u).astype(ctx.dtype(attrs["dtype"]))
+
+
+@implements("rand_normal")
+def _rand_normal_impl(ins, attrs, ctx):
+    shape = tuple(ctx.dim(d) for d in attrs["shape"])
+    # Box-Muller on two independent uniform streams of the node's counter space.
+    u1 = ctx.uniform(shape, stream=0)
+    u2 = ctx.uniform(shape, stream=1)
+    z = _np.sqrt(-2.0 * _np.log1p(-u1)) * _np.cos(2 * _np.pi * u2)
+    return (attrs["mean"] + attrs["std"] * z).astype(ctx.dtype(attrs["dtype"]))
+
+
+@implements("dim_value")
+def _dim_value_impl(ins, attrs, ctx):
+    return _np.asarray(ctx.dim(attrs["dim"]), dtype=ctx.dtype(attrs["dtype"]))
