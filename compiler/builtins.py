@@ -30,6 +30,9 @@ def call_builtin(el, name, pos, kw, e, frame):
         if args and isinstance(args[0], TVal):
             from .ops import OPS
             from .build import LayerVal
+            # The arguments are already evaluated: pass their values, or calls in them would run twice.
+            pos = [(v, item[1]) for v, item in zip(args, pos)]
+            kw = {k: (kwargs[k], item[1]) for k, item in kw.items()}
             return el._call_op(OPS[name], LayerVal(OPS[name], {}, e.span), pos, kw, e, frame)
         need(1, 8)
         vals = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args

@@ -29,6 +29,7 @@ class Op:
     doc: str = ""
     tensor_args: tuple = ("x",)  # names of the tensor operands, for keyword calls and messages
     impl: Callable = None  # NumPy reference semantics: (list[ndarray], attrs, Ctx) -> ndarray
+    vjp: Callable = None  # reverse-mode rule: (Emitter, node, cotangent) -> cotangent per input (None: none)
 
 
 OPS: dict[str, Op] = {}
@@ -293,8 +294,9 @@ def _conv(ins, attrs):
 
 @op("conv_transpose", "contract", 2, tensor_args=("x", "w"),
     flops=lambda ins, out, attrs: 2 * numel(ins[0]) * product(ins[1].shape[1:]),
-    attrs={"stride": ("ints", 1), "pad": ("ints", 0), "output_pad": ("ints", 0), "dilation": ("ints", 1)},
-    doc="transposed (fractionally strided) convolution: x [N, C, *S], w [C, K, *k] -> [N, K, *S']")
+    attrs={"stride": ("ints", 1), "pad": ("ints", 0), "output_pad": ("ints", 0), "dilation": ("ints", 1),
+           "groups": ("int", 1)},
+    doc="transposed (fractionally strided) convolution: x [N, C, *S], w [C, K/groups, *k] -> [N, K, *S']")
 def _conv_t(ins, attrs):
     x, w = ins
     dt = same_dtype(ins, "conv_transpose")
@@ -303,6 +305,7 @@ def _conv_t(ins, attrs):
         raise ShapeError("E0202", f"`conv_transpose` needs x [N, C, spatial...] and w of the same rank, got {x} and {w}")
     if x.shape[1] != w.shape[0]:
         raise ShapeError("E0201", f"`conv_transpose` input has {x.shape[1]} channels but the filter expects {w.shape[0]}")
+    groups = attrs.get("groups", 1)
     n = x.rank - 2
     stride, pad, opad, dil = (_per_axis(attrs[a], n, a) for a in ("stride", "pad", "output_pad", "dilation"))
     spatial = []
@@ -311,7 +314,7 @@ def _conv_t(ins, attrs):
         if out.is_const and out.value <= 0:
             raise ShapeError("E0206", f"the {_axis_name(i, n)} of `conv_transpose` would be {out}")
         spatial.append(out)
-    return TType((x.shape[0], w.shape[1]) + tuple(spatial), dt)
+    return TType((x.shape[0], w.shape[1] * groups) + tuple(spatial), dt)
 
 
 def _pool_rule(name):
@@ -461,6 +464,29 @@ def _gather(ins, attrs):
     return TType(t.shape[:ax] + idx.shape + t.shape[ax + 1:], t.dtype)
 
 
+@op("scatter_add", "movement", 3, attrs={"axis": ("int", 0)}, tensor_args=("base", "indices", "updates"),
+    flops=lambda ins, out, attrs: numel(ins[2]),
+    doc="base with updates added at integer indices along an axis: the adjoint of gather (duplicates add)")
+def _scatter_add(ins, attrs):
+    base, idx, upd = ins
+    if idx.dtype not in INTS:
+        raise ShapeError("E0203", f"scatter_add indices must be integers, got {idx}", operand=1)
+    ax = norm_axis(attrs["axis"], base.rank)
+    attrs["axis"] = ax
+    want = base.shape[:ax] + idx.shape + base.shape[ax + 1:]
+    if upd.shape != want:
+        raise ShapeError("E0201", f"scatter_add updates must be {shape_str(want)}, got {upd}", operand=2)
+    return TType(base.shape, same_dtype([base, upd], "scatter_add"))
+
+
+@op("max_pool_grad", "window", 3, tensor_args=("x", "out", "g"),
+    attrs={"k": ("ints", ...), "stride": ("ints", None), "pad": ("ints", 0), "round": ("str", "exact")},
+    flops=lambda ins, out, attrs: numel(ins[2]),
+    doc="the gradient of max_pool: each window's cotangent goes to the first element that was its maximum")
+def _max_pool_grad(ins, attrs):
+    return ins[0]
+
+
 @op("one_hot", "movement", attrs={"depth": ("dim", ...), "dtype": ("dtype", "f32")}, flops=_zero_flops,
     doc="one-hot encoding of integer indices: shape + [depth]")
 def _one_hot(ins, attrs):
@@ -534,7 +560,7 @@ def _dim_value(ins, attrs):
 
 
 # Leaves and structure: created by the elaborator, never called by name from .dln.
-INTERNAL = {"input", "param", "state", "capture", "scan", "tuple_get", "constant", "dim_value"}
+INTERNAL = {"input", "param", "state", "capture", "scan", "tuple_get", "constant", "dim_value", "max_pool_grad"}
 for _n, _doc in [("input", "a model input or a train target"), ("param", "a trainable parameter"),
                  ("state", "a non-trainable parameter, such as batchnorm's running statistics"),
                  ("capture", "a value of the enclosing graph used inside a scan body"),
@@ -669,13 +695,18 @@ def _conv_t_impl(ins, attrs, ctx):
     out_sizes = ctx.out_shape[2:]
     full = [(x.shape[2 + a] - 1) * stride[a] + dil[a] * (k[a] - 1) + 1 for a in range(n)]
     big = [max(full[a], out_sizes[a] + pad[a]) for a in range(n)]
-    out = _np.zeros((x.shape[0], w.shape[1]) + tuple(big), dtype=_np.result_type(x, w))
+    g = attrs.get("groups", 1)
+    Cg, Kg = x.shape[1] // g, w.shape[1]
+    out = _np.zeros((x.shape[0], Kg * g) + tuple(big), dtype=_np.result_type(x, w))
     for offset in _np.ndindex(*k):
         idx = [slice(None), slice(None)]
         for a in range(n):
             start = offset[a] * dil[a]
             idx.append(slice(start, start + (x.shape[2 + a] - 1) * stride[a] + 1, stride[a]))
-        out[tuple(idx)] += _np.einsum("nc...,ck->nk...", x, w[(slice(None), slice(None)) + offset])
+        wk = w[(slice(None), slice(None)) + offset]  # [C, Kg]
+        for gi in range(g):
+            sel = (slice(None), slice(gi * Kg, (gi + 1) * Kg)) + tuple(idx[2:])
+            out[sel] += _np.einsum("nc...,ck->nk...", x[:, gi * Cg:(gi + 1) * Cg], wk[gi * Cg:(gi + 1) * Cg])
     crop = (slice(None), slice(None)) + tuple(slice(pad[a], pad[a] + out_sizes[a]) for a in range(n))
     return out[crop]
 
@@ -805,3 +836,36 @@ def _rand_normal_impl(ins, attrs, ctx):
 @implements("dim_value")
 def _dim_value_impl(ins, attrs, ctx):
     return _np.asarray(ctx.dim(attrs["dim"]), dtype=ctx.dtype(attrs["dtype"]))
+
+
+@implements("scatter_add")
+def _scatter_add_impl(ins, attrs, ctx):
+    base, idx, upd = ins
+    out = base.copy()
+    ax = attrs["axis"]
+    flat_idx = idx.reshape(-1)
+    moved = _np.moveaxis(upd.reshape(upd.shape[:ax] + (-1,) + upd.shape[ax + idx.ndim:]), ax, 0)
+    target = _np.moveaxis(out, ax, 0)
+    _np.add.at(target, flat_idx, moved)
+    return out
+
+
+@implements("max_pool_grad")
+def _max_pool_grad_impl(ins, attrs, ctx):
+    x, out, g = ins
+    n = x.ndim - 2
+    k = _per_axis(attrs["k"], n, "k")
+    stride, pad, _ = _window_geometry(x.shape, k, dict(attrs, dilation=1), n)
+    out_sizes = out.shape[2:]
+    xp = _pad_spatial(x, pad, out_sizes, k, stride, [1] * n, -_np.inf)
+    gp = _np.zeros(xp.shape, dtype=g.dtype)
+    taken = _np.zeros(out.shape, dtype=bool)
+    for offset, view in _windows(xp, k, stride, [1] * n, out_sizes):
+        hit = (view == out) & ~taken  # the first maximum of each window in scan order takes it all
+        taken |= hit
+        idx = [slice(None), slice(None)]
+        for a in range(n):
+            idx.append(slice(offset[a], offset[a] + (out_sizes[a] - 1) * stride[a] + 1, stride[a]))
+        gp[tuple(idx)] += _np.where(hit, g, 0)
+    crop = (slice(None), slice(None)) + tuple(slice(pad[a], pad[a] + x.shape[2 + a]) for a in range(n))
+    return gp[crop]

@@ -1,0 +1,484 @@
+"""Reverse-mode automatic differentiation as a graph transformation.
+
+`grad(g, loss, wrt)` appends to g the nodes that compute d loss / d w for every w in wrt, using one VJP
+rule per primitive (each op's `vjp` in the registry, defined below). The gradient nodes are ordinary,
+shape-checked graph nodes, so they are printed, interpreted and compiled like the forward pass. Only
+nodes on a path from a differentiated node to the loss are visited; broadcasting is undone by summing
+back to each operand's shape; a scan is differentiated by a reverse scan (backpropagation through time)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .dims import Dim
+from .graph import FLOATS, Graph, TType
+from .ops import OPS
+
+
+class Emitter:
+    """Adds shape-checked nodes to a graph on behalf of a VJP rule."""
+
+    def __init__(self, g: Graph, span=None, name: str = "grad"):
+        self.g, self.span, self.name = g, span, name
+
+    def __call__(self, op: str, *ins: int, **attrs) -> int:
+        spec = OPS[op]
+        full = {k: d for k, (_, d) in spec.attrs.items() if d is not ...}
+        full.update(attrs)
+        t = spec.shape([self.g.type(i) for i in ins], full)
+        return self.g.add(op, list(ins), full, t, self.span, f"{self.name}/{op}")
+
+    def const(self, value, dtype: str) -> int:
+        v = np.asarray(value, dtype={"f32": np.float32, "f64": np.float64}.get(dtype, np.float64))
+        return self.g.add("constant", [], {"value": v, "dtype": dtype},
+                          TType(tuple(Dim.const(d) for d in v.shape), dtype), self.span, f"{self.name}/const")
+
+    def size(self, d: Dim, dtype: str) -> int:
+        """A size as a number: a constant when known, read at run time when symbolic."""
+        if d.is_const:
+            return self.const(float(d.value), dtype)
+        return self("dim_value", dim=d, dtype=dtype)
+
+    def zeros(self, t: TType) -> int:
+        return self("fill", shape=t.shape, value=0.0, dtype=t.dtype)
+
+    def type(self, n: int) -> TType:
+        return self.g.type(n)
+
+
+def unbroadcast(e: Emitter, g: int, shape: tuple) -> int:
+    """Sum a cotangent of a broadcast result back to an operand's shape."""
+    gs = e.type(g).shape
+    lead = len(gs) - len(shape)
+    axes = list(range(lead)) + [lead + i for i, d in enumerate(shape) if d == Dim.const(1) and gs[lead + i] != d]
+    if not axes:
+        return g
+    s = e("sum", g, axis=axes, keepdims=True)
+    if lead or e.type(s).shape != tuple(shape):
+        s = e("reshape", s, shape=tuple(shape))
+    return s
+
+
+def relevant_nodes(g: Graph, loss: int, wrt) -> set:
+    """Float nodes that depend on some w in wrt and that the loss depends on."""
+    succ = {n: [] for n in g.nodes()}
+    for n in g.nodes():
+        for i in g.node(n)["inputs"]:
+            succ[i].append(n)
+    down, stack = set(), list(wrt)
+    while stack:
+        n = stack.pop()
+        if n not in down:
+            down.add(n)
+            stack += succ[n]
+    up, stack = set(), [loss]
+    while stack:
+        n = stack.pop()
+        if n not in up:
+            up.add(n)
+            stack += g.node(n)["inputs"]
+    return {n for n in down & up if _differentiable(g, n)}
+
+
+def _differentiable(g, n):
+    t = g.type(n)
+    if isinstance(t, list):
+        return True
+    return t.dtype in FLOATS and g.node(n)["op"] != "stop_gradient"
+
+
+def grad(g: Graph, loss: int, wrt: list[int], seed: int | None = None) -> dict[int, int]:
+    """Append the gradient of `loss` (a scalar, or seeded by the cotangent node `seed`) with respect to
+    each node in wrt; returns {w: its gradient node}. A w that the loss does not depend on gets zeros."""
+    keep = relevant_nodes(g, loss, wrt)
+    cts: dict[int, list[int]] = {}
+    e = Emitter(g, g.node(loss)["span"])
+    if seed is None:
+        seed = e("fill", shape=(), value=1.0, dtype=g.type(loss).dtype)
+    cts[loss] = [seed]
+    for n in sorted(keep, reverse=True):
+        parts = cts.pop(n, None)
+        if not parts or g.node(n)["op"] in ("param", "state", "input", "capture") and n in wrt:
+            if parts:
+                cts[n] = parts
+            continue
+        d = g.node(n)
+        e = Emitter(g, d["span"], f"grad/{d['name']}")
+        ct = _sum(e, parts)
+        if d["op"] in ("param", "state", "input", "capture", "constant"):
+            cts[n] = [ct]
+            continue
+        rule = OPS[d["op"]].vjp
+        if rule is None:
+            raise NotImplementedError(f"no VJP rule for op `{d['op']}`")
+        in_cts = rule(e, n, ct)
+        for i, c in zip(d["inputs"], in_cts):
+            if c is not None and i in keep:
+                cts.setdefault(i, []).append(c)
+    out = {}
+    for w in wrt:
+        parts = cts.get(w)
+        e = Emitter(g, g.node(w)["span"], f"grad/{g.node(w)['name']}")
+        out[w] = _sum(e, parts) if parts else e.zeros(g.type(w))
+    return out
+
+
+def _sum(e: Emitter, parts: list[int]) -> int:
+    total = parts[0]
+    for p in parts[1:]:
+        total = e("add", total, p)
+    return total
+
+
+# ---- the VJP rules: one per primitive, attached to its registry entry
+def vjp(*names):
+    def register(fn):
+        for n in names:
+            OPS[n].vjp = fn
+        return fn
+    return register
+
+
+def _ins(e, n):
+    return e.g.node(n)["inputs"]
+
+
+def _attrs(e, n):
+    return e.g.node(n)["attrs"]
+
+
+def _bin(e, n, ga, gb):
+    a, b = _ins(e, n)
+    return [unbroadcast(e, ga, e.type(a).shape) if ga is not None else None,
+            unbroadcast(e, gb, e.type(b).shape) if gb is not None else None]
+
+
+@vjp("add")
+def _(e, n, g):
+    return _bin(e, n, g, g)
+
+
+@vjp("sub")
+def _(e, n, g):
+    return _bin(e, n, g, e("neg", g))
+
+
+@vjp("mul")
+def _(e, n, g):
+    a, b = _ins(e, n)
+    return _bin(e, n, e("mul", g, b), e("mul", g, a))
+
+
+@vjp("div")
+def _(e, n, g):
+    a, b = _ins(e, n)
+    ga = e("div", g, b)
+    return _bin(e, n, ga, e("neg", e("mul", ga, n)))  # -g a / b^2 = -(g / b) * (a / b)
+
+
+@vjp("pow")
+def _(e, n, g):
+    a, b = _ins(e, n)
+    one = e.const(1.0, e.type(a).dtype)
+    ga = e("mul", g, e("mul", b, e("pow", a, e("sub", b, one))))
+    gb = e("mul", g, e("mul", n, e("log", a)))
+    return _bin(e, n, ga, gb)
+
+
+@vjp("maximum", "minimum")
+def _(e, n, g):
+    a, b = _ins(e, n)
+    pick_a = e("ge" if e.g.node(n)["op"] == "maximum" else "le", a, b)  # ties go to the first operand
+    zero = e.const(0.0, e.type(g).dtype)
+    return _bin(e, n, e("select", pick_a, g, zero), e("select", pick_a, zero, g))
+
+
+@vjp("select")
+def _(e, n, g):
+    c, a, b = _ins(e, n)
+    zero = e.const(0.0, e.type(g).dtype)
+    return [None, unbroadcast(e, e("select", c, g, zero), e.type(a).shape),
+            unbroadcast(e, e("select", c, zero, g), e.type(b).shape)]
+
+
+def _unary(fn):
+    def rule(e, n, g):
+        (a,) = _ins(e, n)
+        return [fn(e, a, n, g)]
+    return rule
+
+
+def _c(e, v, like):
+    return e.const(v, e.type(like).dtype)
+
+
+vjp("neg")(_unary(lambda e, a, y, g: e("neg", g)))
+vjp("exp")(_unary(lambda e, a, y, g: e("mul", g, y)))
+vjp("log")(_unary(lambda e, a, y, g: e("div", g, a)))
+vjp("log1p")(_unary(lambda e, a, y, g: e("div", g, e("add", a, _c(e, 1.0, a)))))
+vjp("sqrt")(_unary(lambda e, a, y, g: e("div", g, e("mul", y, _c(e, 2.0, a)))))
+vjp("tanh")(_unary(lambda e, a, y, g: e("mul", g, e("sub", _c(e, 1.0, a), e("mul", y, y)))))
+vjp("sigmoid")(_unary(lambda e, a, y, g: e("mul", g, e("mul", y, e("sub", _c(e, 1.0, a), y)))))
+vjp("atan")(_unary(lambda e, a, y, g: e("div", g, e("add", _c(e, 1.0, a), e("mul", a, a)))))
+vjp("sin")(_unary(lambda e, a, y, g: e("mul", g, e("cos", a))))
+vjp("cos")(_unary(lambda e, a, y, g: e("neg", e("mul", g, e("sin", a)))))
+vjp("erf")(_unary(lambda e, a, y, g: e("mul", g, e("mul", _c(e, 2 / math.sqrt(math.pi), a),
+                                                    e("exp", e("neg", e("mul", a, a)))))))
+vjp("abs")(_unary(lambda e, a, y, g: e("mul", g, e("sign", a))))
+vjp("stop_gradient", "sign", "floor")(lambda e, n, g: [None])
+
+
+@vjp("cast")
+def _(e, n, g):
+    (a,) = _ins(e, n)
+    return [e("cast", g, dtype=e.type(a).dtype)]
+
+
+def _keep_shape(e, x_type, attrs):
+    axis = attrs.get("axis")
+    rank = x_type.rank
+    axes = range(rank) if axis is None else ([axis] if isinstance(axis, int) else axis)
+    axes = {a % rank for a in axes} if rank else set()
+    return tuple(Dim.const(1) if i in axes else d for i, d in enumerate(x_type.shape)), axes
+
+
+@vjp("sum", "mean")
+def _(e, n, g):
+    (a,) = _ins(e, n)
+    t = e.type(a)
+    kshape, axes = _keep_shape(e, t, _attrs(e, n))
+    g = e("reshape", g, shape=kshape)
+    if e.g.node(n)["op"] == "mean":
+        count = Dim.const(1)
+        for i in axes:
+            count = count * t.shape[i]
+        g = e("div", g, e.size(count, t.dtype))
+    return [e("broadcast_to", g, shape=t.shape)]
+
+
+@vjp("max", "min")
+def _(e, n, g):
+    (a,) = _ins(e, n)
+    t = e.type(a)
+    kshape, _ = _keep_shape(e, t, _attrs(e, n))
+    hit = e("cast", e("eq", a, e("reshape", n, shape=kshape)), dtype=t.dtype)
+    count = e("sum", hit, axis=_attrs(e, n)["axis"], keepdims=True)  # ties share the cotangent
+    return [e("mul", hit, e("div", e("reshape", g, shape=kshape), count))]
+
+
+@vjp("matmul")
+def _(e, n, g):
+    a, b = _ins(e, n)
+    ta, tb = e.type(a), e.type(b)
+    # Lift vectors to matrices, as numpy does, and their cotangents back.
+    a2 = a if ta.rank > 1 else e("reshape", a, shape=(Dim.const(1),) + ta.shape)
+    b2 = b if tb.rank > 1 else e("reshape", b, shape=tb.shape + (Dim.const(1),))
+    g2 = g
+    if ta.rank == 1 or tb.rank == 1:
+        g2 = e("reshape", g, shape=OPS["matmul"].shape([e.type(a2), e.type(b2)], {}).shape)
+    ga = e("matmul", g2, e("transpose", b2))
+    gb = e("matmul", e("transpose", a2), g2)
+    ga = unbroadcast(e, ga, e.type(a2).shape)
+    gb = unbroadcast(e, gb, e.type(b2).shape)
+    if ta.rank == 1:
+        ga = e("reshape", ga, shape=ta.shape)
+    if tb.rank == 1:
+        gb = e("reshape", gb, shape=tb.shape)
+    return [ga, gb]
+
+
+def _spatial(attrs, key, n):
+    v = attrs.get(key, 1 if key in ("stride", "dilation") else 0)
+    return [v] * n if isinstance(v, int) else (list(v) * n if len(v) == 1 else list(v))
+
+
+@vjp("conv")
+def _(e, n, g):
+    x, w = _ins(e, n)
+    a = _attrs(e, n)
+    tx, tw = e.type(x), e.type(w)
+    ns = tx.rank - 2
+    stride, pad, dil = _spatial(a, "stride", ns), _spatial(a, "pad", ns), _spatial(a, "dilation", ns)
+    groups = a["groups"]
+    gshape = e.type(g).shape
+    # dx: the transposed convolution of g with the same filter, padded out to x's size.
+    opad = []
+    for i in range(ns):
+        full = (gshape[2 + i] - 1) * stride[i] - 2 * pad[i] + dil[i] * (tw.shape[2 + i] - 1) + 1
+        opad.append(int((tx.shape[2 + i] - full).value) if (tx.shape[2 + i] - full).is_const else 0)
+    gx = e("conv_transpose", g, w, stride=stride, pad=pad, output_pad=opad, dilation=dil, groups=groups)
+    if e.type(gx).shape != tx.shape:  # a symbolic size the output padding could not settle
+        raise NotImplementedError("conv gradient needs concrete spatial sizes")
+    # dw: correlate x with g, batch as the contracted axis: channels become the batch, stride <-> dilation.
+    Cg, Kg = tx.shape[1] // groups if groups > 1 else tx.shape[1], gshape[1] // groups if groups > 1 else gshape[1]
+    parts = []
+    for gi in range(groups):
+        xs = x if groups == 1 else e("slice", x, axis=1, start=Cg * gi, stop=Cg * (gi + 1))
+        gs = g if groups == 1 else e("slice", g, axis=1, start=Kg * gi, stop=Kg * (gi + 1))
+        xt = e("transpose", xs, perm=[1, 0] + list(range(2, tx.rank)))  # [C, N, *S]
+        gt = e("transpose", gs, perm=[1, 0] + list(range(2, tx.rank)))  # [K, N, *O]
+        corr = e("conv", xt, gt, stride=dil, pad=pad, dilation=stride, round="floor")  # [C, K, *k']
+        for i in range(ns):
+            if e.type(corr).shape[2 + i] != tw.shape[2 + i]:
+                corr = e("slice", corr, axis=2 + i, start=0, stop=tw.shape[2 + i])
+        parts.append(e("transpose", corr, perm=[1, 0] + list(range(2, tx.rank))))  # [K, C, *k]
+    gw = parts[0] if groups == 1 else e("concat", *parts, axis=0)
+    return [gx, gw]
+
+
+@vjp("conv_transpose")
+def _(e, n, g):
+    x, w = _ins(e, n)
+    a = _attrs(e, n)
+    tx, tw = e.type(x), e.type(w)
+    if a.get("groups", 1) != 1:
+        raise NotImplementedError("gradient of a grouped conv_transpose")
+    ns = tx.rank - 2
+    stride, pad, dil = _spatial(a, "stride", ns), _spatial(a, "pad", ns), _spatial(a, "dilation", ns)
+    gx = e("conv", g, w, stride=stride, pad=pad, dilation=dil, round="floor")  # w [C, K, *k] as conv's [out, in]
+    if e.type(gx).shape != tx.shape:
+        gx = _crop_to(e, gx, tx.shape)
+    gt = e("transpose", g, perm=[1, 0] + list(range(2, tx.rank)))  # [K, N, *O]
+    xt = e("transpose", x, perm=[1, 0] + list(range(2, tx.rank)))  # [C, N, *S]
+    corr = e("conv", gt, xt, stride=dil, pad=pad, dilation=stride, round="floor")  # [K, C, *k']
+    for i in range(ns):
+        if e.type(corr).shape[2 + i] != tw.shape[2 + i]:
+            corr = e("slice", corr, axis=2 + i, start=0, stop=tw.shape[2 + i])
+    return [gx, e("transpose", corr, perm=[1, 0] + list(range(2, tx.rank)))]
+
+
+def _crop_to(e, v, shape):
+    for i, d in enumerate(shape):
+        if e.type(v).shape[i] != d:
+            v = e("slice", v, axis=i, start=0, stop=d)
+    return v
+
+
+@vjp("avg_pool")
+def _(e, n, g):
+    (x,) = _ins(e, n)
+    a = _attrs(e, n)
+    tx = e.type(x)
+    ns = tx.rank - 2
+    k = _spatial(a, "k", ns)
+    stride = _spatial(a, "stride", ns) if a.get("stride") is not None else k
+    pad = _spatial(a, "pad", ns)
+    C = tx.shape[1]
+    if not C.is_const or not all(d.is_const for d in tx.shape[2:]):
+        raise NotImplementedError("avg_pool gradient needs known channel and spatial sizes")
+    C = int(C.value)
+    S = [int(d.value) for d in tx.shape[2:]]
+    O = [int(d.value) for d in e.type(g).shape[2:]]
+    one = (Dim.const(1), Dim.const(1))
+    # Each window divides by its element count inside the padded input (forward semantics): recount them
+    # by convolving a padded mask of ones with a box of ones.
+    mask = e("pad", e("fill", shape=one + tx.shape[2:], value=1.0, dtype=tx.dtype),
+             pads=[(0, 0), (0, 0)] + [(p, p) for p in pad], value=1.0)
+    box = e.const(np.ones((1, 1) + tuple(k)), tx.dtype)
+    count = e("conv", mask, box, stride=stride, round=a["round"])
+    spread = e("div", g, count)
+    # Then hand each window's share to every element of it: a depthwise transposed convolution.
+    full = [(O[i] - 1) * stride[i] + k[i] for i in range(ns)]
+    opad = [max(0, S[i] + 2 * pad[i] - full[i]) for i in range(ns)]
+    gp = e("conv_transpose", spread, e.const(np.ones((C, 1) + tuple(k)), tx.dtype), stride=stride,
+           output_pad=opad, groups=C)
+    for i in range(ns):
+        gp = e("slice", gp, axis=2 + i, start=pad[i], stop=pad[i] + S[i])
+    return [gp]
+
+
+@vjp("max_pool")
+def _(e, n, g):
+    (x,) = _ins(e, n)
+    a = _attrs(e, n)
+    return [e("max_pool_grad", x, n, g, k=a["k"], stride=a["stride"], pad=a["pad"], round=a["round"])]
+
+
+@vjp("reshape")
+def _(e, n, g):
+    (x,) = _ins(e, n)
+    return [e("reshape", g, shape=e.type(x).shape)]
+
+
+@vjp("transpose")
+def _(e, n, g):
+    perm = _attrs(e, n)["perm"]
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return [e("transpose", g, perm=inv)]
+
+
+@vjp("broadcast_to")
+def _(e, n, g):
+    (x,) = _ins(e, n)
+    return [unbroadcast(e, g, e.type(x).shape)]
+
+
+@vjp("slice")
+def _(e, n, g):
+    (x,) = _ins(e, n)
+    a = _attrs(e, n)
+    tx = e.type(x)
+    ax = a["axis"]
+    start, stop, step = Dim.of(a["start"]), a["stop"], a["step"]
+    if step == 1:
+        after = tx.shape[ax] - Dim.of(stop)
+        if start.is_const and after.is_const:
+            pads = [(0, 0)] * ax + [(int(start.value), int(after.value))]
+            return [e("pad", g, pads=pads)]
+    count = e.type(g).shape[ax]
+    idx = e("iota", shape=(count,), axis=0, dtype="i64")
+    pos = e("add", e("mul", idx, _int_const(e, step)), _int_size(e, start))
+    return [e("scatter_add", e.zeros(tx), pos, g, axis=ax)]
+
+
+def _int_const(e, v):
+    return e.g.add("constant", [], {"value": np.asarray(v, dtype=np.int64), "dtype": "i64"}, TType((), "i64"),
+                   e.span, f"{e.name}/const")
+
+
+def _int_size(e, d: Dim):
+    if d.is_const:
+        return _int_const(e, int(d.value))
+    return e("dim_value", dim=d, dtype="i64")
+
+
+@vjp("concat")
+def _(e, n, g):
+    ins = _ins(e, n)
+    ax = _attrs(e, n)["axis"]
+    out, start = [], Dim.const(0)
+    for i in ins:
+        size = e.type(i).shape[ax]
+        out.append(e("slice", g, axis=ax, start=start, stop=start + size))
+        start = start + size
+    return out
+
+
+@vjp("pad")
+def _(e, n, g):
+    (x,) = _ins(e, n)
+    v = g
+    for ax, (lo, hi) in enumerate(_attrs(e, n)["pads"]):
+        if lo or hi:
+            v = e("slice", v, axis=ax, start=lo, stop=e.type(x).shape[ax] + lo)
+    return [v]
+
+
+@vjp("gather")
+def _(e, n, g):
+    table, idx = _ins(e, n)
+    return [e("scatter_add", e.zeros(e.type(table)), idx, g, axis=_attrs(e, n)["axis"]), None]
+
+
+@vjp("scatter_add")
+def _(e, n, g):
+    base, idx, upd = _ins(e, n)
+    return [g, None, e("gather", g, idx, axis=_attrs(e, n)["axis"])]
+
+
+@vjp("tuple_get")
+def _(e, n, g):
+    raise NotImplementedError("tuple_get is differentiated with its scan")
