@@ -91,28 +91,44 @@ def _differentiable(g, n):
 def grad(g: Graph, loss: int, wrt: list[int], seed: int | None = None) -> dict[int, int]:
     """Append the gradient of `loss` (a scalar, or seeded by the cotangent node `seed`) with respect to
     each node in wrt; returns {w: its gradient node}. A w that the loss does not depend on gets zeros."""
-    keep = relevant_nodes(g, loss, wrt)
-    cts: dict[int, list[int]] = {}
-    e = Emitter(g, g.node(loss)["span"])
     if seed is None:
-        seed = e("fill", shape=(), value=1.0, dtype=g.type(loss).dtype)
-    cts[loss] = [seed]
+        seed = Emitter(g, g.node(loss)["span"])("fill", shape=(), value=1.0, dtype=g.type(loss).dtype)
+    return vjp_graph(g, [(loss, seed)], wrt)
+
+
+def vjp_graph(g: Graph, seeds: list[tuple[int, int]], wrt: list[int]) -> dict[int, int]:
+    """Cotangents of the nodes in wrt, given cotangents (seeds) of some nodes of g, appended to g."""
+    keep = set()
+    for out, _ in seeds:
+        keep |= relevant_nodes(g, out, wrt)
+    cts: dict[int, list[int]] = {}
+    for out, ct in seeds:
+        cts.setdefault(out, []).append(ct)
+    scan_cts: dict[int, dict[int, int]] = {}  # scan node -> {output index: cotangent}
     for n in sorted(keep, reverse=True):
-        parts = cts.pop(n, None)
-        if not parts or g.node(n)["op"] in ("param", "state", "input", "capture") and n in wrt:
-            if parts:
-                cts[n] = parts
-            continue
         d = g.node(n)
-        e = Emitter(g, d["span"], f"grad/{d['name']}")
-        ct = _sum(e, parts)
-        if d["op"] in ("param", "state", "input", "capture", "constant"):
-            cts[n] = [ct]
-            continue
-        rule = OPS[d["op"]].vjp
-        if rule is None:
-            raise NotImplementedError(f"no VJP rule for op `{d['op']}`")
-        in_cts = rule(e, n, ct)
+        parts = cts.get(n)
+        if d["op"] == "scan":
+            outs = scan_cts.pop(n, {})
+            if not outs:
+                continue
+            e = Emitter(g, d["span"], f"grad/{d['name']}")
+            in_cts = _scan_vjp(e, n, outs)
+        else:
+            if not parts or n in wrt:
+                continue
+            cts.pop(n)
+            e = Emitter(g, d["span"], f"grad/{d['name']}")
+            ct = _sum(e, parts)
+            if d["op"] == "tuple_get":
+                scan_cts.setdefault(d["inputs"][0], {})[d["attrs"]["index"]] = ct
+                continue
+            if d["op"] in ("param", "state", "input", "capture", "constant"):
+                continue
+            rule = OPS[d["op"]].vjp
+            if rule is None:
+                raise NotImplementedError(f"no VJP rule for op `{d['op']}`")
+            in_cts = rule(e, n, ct)
         for i, c in zip(d["inputs"], in_cts):
             if c is not None and i in keep:
                 cts.setdefault(i, []).append(c)
@@ -122,6 +138,111 @@ def grad(g: Graph, loss: int, wrt: list[int], seed: int | None = None) -> dict[i
         e = Emitter(g, g.node(w)["span"], f"grad/{g.node(w)['name']}")
         out[w] = _sum(e, parts) if parts else e.zeros(g.type(w))
     return out
+
+
+def copy_graph(b: Graph) -> Graph:
+    """A copy of a scan body that can be extended without touching the original."""
+    c = Graph(b.name, parent=b.parent)
+    c.nx = b.nx.copy()
+    c.inputs, c.outputs = list(b.inputs), list(b.outputs)
+    c.captures, c.capture_list = dict(b.captures), list(b.capture_list)
+    return c
+
+
+def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int]) -> list:
+    """Backpropagation through time: a reverse scan over the steps, whose body recomputes one forward
+    step from the carry saved before it and applies the body's VJP."""
+    g = e.g
+    d = g.node(n)
+    a = d["attrs"]
+    body: Graph = a["body"]
+    ns, nc, ny = a["n_seqs"], a["n_carries"], a["n_yields"]
+    ins = list(d["inputs"])
+    seqs, inits = ins[:ns], ins[ns:ns + nc]
+    lengths = ins[ns + nc] if a["has_lengths"] else None
+    caps = ins[ns + nc + (1 if a["has_lengths"] else 0):]
+    types = d["type"]  # yields stacked, then final carries
+    # 1. The forward scan again, yielding also the carry each step starts from.
+    fwd = copy_graph(body)
+    carry_inputs = fwd.inputs[ns:ns + nc]
+    fwd.outputs = fwd.outputs + [(f"yield_carry{i}", c) for i, c in enumerate(carry_inputs)]
+    ax = a["axis"]
+    steps = g.type(seqs[0]).shape[ax]
+    ctypes = [g.type(c) for c in inits]
+    stacked = [TType(t.shape[:ax] + (steps,) + t.shape[ax:], t.dtype) for t in ctypes]
+    fwd_types = types[:ny] + stacked + types[ny:]
+    s2 = g.add("scan", ins, dict(a, body=fwd, n_yields=ny + nc), fwd_types, d["span"], f"{d['name']}.saved")
+    saved = [g.add("tuple_get", [s2], {"index": ny + i}, stacked[i], d["span"], f"{d['name']}.saved.{i}")
+             for i in range(nc)]
+    # 2. The backward body: inputs x_t, c_{t-1}, ct_y_t (sequences), ct_c, acc (carries); recompute; VJP.
+    bb = copy_graph(body)
+    x_in, c_in = bb.inputs[:ns], bb.inputs[ns:ns + nc]
+    yt = [t for t in types[:ny]]
+    ct_y_in = [bb.add("input", [], {"name": f"ct_y{j}", "role": "sequence"},
+                      TType(t.shape[:ax] + t.shape[ax + 1:], t.dtype), d["span"], f"ct_y{j}") for j, t in enumerate(yt)]
+    ct_c_in = [bb.add("input", [], {"name": f"ct_c{i}", "role": "carry"}, t, d["span"], f"ct_c{i}")
+               for i, t in enumerate(ctypes)]
+    cap_nodes = list(bb.captures.values())
+    float_caps = [k for k, c in enumerate(cap_nodes) if g.type(caps[k]).dtype in FLOATS]
+    acc_in = [bb.add("input", [], {"name": f"acc{k}", "role": "carry"}, g.type(caps[k]), d["span"], f"acc{k}")
+              for k in float_caps]
+    be = Emitter(bb, d["span"], f"grad/{d['name']}")
+    valid_in, mask = [], None
+    if lengths is not None:
+        # Steps past an example's length changed nothing forward: backward they pass the carry's cotangent
+        # through and contribute nothing. The parameter accumulators have no batch axis, so instead of
+        # `lengths` the reverse scan reads a per-step validity mask and zeroes those steps' seeds.
+        valid_in = [bb.add("input", [], {"name": "valid", "role": "sequence"},
+                           TType((g.type(lengths).shape[0],), "bool"), d["span"], "valid")]
+        mask = valid_in[0]
+
+    def masked(ct):
+        if mask is None:
+            return ct
+        t = be.type(ct)
+        m = be("reshape", mask, shape=(t.shape[0],) + (Dim.const(1),) * (t.rank - 1))
+        return be("select", m, ct, be.const(0.0, t.dtype))
+
+    outs = [x for _, x in body.outputs]
+    seeds = [(outs[i], masked(ct_c_in[i])) for i in range(nc)] + [(outs[nc + j], masked(ct_y_in[j])) for j in range(ny)]
+    float_x = [i for i in range(ns) if g.type(seqs[i]).dtype in FLOATS]
+    wrt = [c_in[i] for i in range(nc)] + [cap_nodes[k] for k in float_caps] + [x_in[i] for i in float_x]
+    gr = vjp_graph(bb, seeds, wrt)
+    new_acc = [be("add", acc_in[j], gr[cap_nodes[k]]) for j, k in enumerate(float_caps)]
+    new_ct_c = [gr[c_in[i]] for i in range(nc)]
+    if mask is not None:  # a skipped step hands the carry's cotangent on unchanged
+        new_ct_c = [be("add", masked(c), be("sub", ct_c_in[i], masked(ct_c_in[i]))) for i, c in enumerate(new_ct_c)]
+    bb.inputs = list(x_in) + list(c_in) + ct_y_in + valid_in + ct_c_in + acc_in
+    bb.outputs = ([(f"carry:ct_c{i}", new_ct_c[i]) for i in range(nc)] +
+                  [(f"carry:acc{k}", v) for k, v in zip(float_caps, new_acc)] +
+                  [(f"yield:ct_x{i}", gr[x_in[i]]) for i in float_x])
+    # 3. The reverse scan.
+    ct_ys = [out_cts.get(j) or e.zeros(types[j]) for j in range(ny)]
+    ct_final = [out_cts.get(ny + i) or e.zeros(types[ny + i]) for i in range(nc)]
+    zeros_acc = [e.zeros(g.type(caps[k])) for k in float_caps]
+    valid = []
+    if lengths is not None:
+        if ax > 1:
+            raise NotImplementedError("gradient of a scan with lengths along an axis past 1")
+        lt = g.type(lengths)
+        shape = (steps, lt.shape[0]) if ax == 0 else (lt.shape[0], steps)
+        pos = e("iota", shape=shape, axis=ax, dtype=lt.dtype)
+        lens = e("reshape", lengths, shape=(Dim.const(1), lt.shape[0]) if ax == 0 else (lt.shape[0], Dim.const(1)))
+        valid = [e("lt", pos, lens)]
+    # Forward went one way over the valid steps; backward goes the other way over every step, the mask
+    # making the padding steps pass-throughs (so no `lengths` here).
+    b_ins = seqs + saved + ct_ys + valid + ct_final + zeros_acc + bb.capture_list
+    b_types = [g.type(seqs[i]) for i in float_x] + ctypes + [g.type(caps[k]) for k in float_caps]
+    back = g.add("scan", b_ins, {"body": bb, "axis": ax, "reverse": not a["reverse"], "n_seqs": ns + nc + ny + len(valid),
+                                 "n_carries": nc + len(float_caps), "n_yields": len(float_x),
+                                 "has_lengths": False}, b_types, d["span"], f"grad/{d['name']}")
+    res = [g.add("tuple_get", [back], {"index": i}, t, d["span"], f"grad/{d['name']}.{i}") for i, t in enumerate(b_types)]
+    nx_ = len(float_x)
+    ct_x = dict(zip(float_x, res[:nx_]))
+    ct_init = res[nx_:nx_ + nc]
+    ct_caps = dict(zip(float_caps, res[nx_ + nc:]))
+    return ([ct_x.get(i) for i in range(ns)] + ct_init + ([None] if lengths is not None else []) +
+            [ct_caps.get(k) for k in range(len(caps))])
 
 
 def _sum(e: Emitter, parts: list[int]) -> int:
@@ -479,6 +600,3 @@ def _(e, n, g):
     return [g, None, e("gather", g, idx, axis=_attrs(e, n)["axis"])]
 
 
-@vjp("tuple_get")
-def _(e, n, g):
-    raise NotImplementedError("tuple_get is differentiated with its scan")

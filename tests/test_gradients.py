@@ -166,3 +166,43 @@ def test_softmax_cross_entropy_loss():
     logits, labels = rng.normal(size=(5, 4)), np.array([0, 3, 1, 1, 2])
     gradient_check("model m(z: f32[B, 4], y: i64[B]) {\n    return sparse_categorical_crossentropy(z, y)\n}\n",
                    {"z": logits, "y": labels})
+
+
+RNN = """model m(x: f32[2, 6, 3], w: f32[3, 3], u: f32[3, 3], n: i64[2]) {{
+    ys, h = scan xt in x along 1 with h = zeros([2, 3]) {opts} {{
+        h = tanh(xt @ w + h @ u)
+        yield h * h
+    }}
+    return sum(ys, axis=1) + h
+}}
+"""
+
+
+@pytest.mark.parametrize("opts", ["", "reverse", "lengths n", "reverse lengths n"])
+def test_bptt_through_a_scan(opts):
+    """Backpropagation through time over 6 steps: sequence, recurrent weight, and the weights captured."""
+    feeds = {"x": rng.normal(size=(2, 6, 3)), "w": rng.normal(size=(3, 3)) * 0.5,
+             "u": rng.normal(size=(3, 3)) * 0.5, "n": np.array([6, 4])}
+    gradient_check(RNN.format(opts=opts), feeds)
+
+
+def test_lstm_layer_gradients():
+    src = model("x: f32[2, 5, 3]", "lstm(x, 4)")
+    r = check("g.dln", text=src)
+    from runtime.initializers import init_params
+    params = {k: v.astype(np.float64) for k, v in init_params(r.graph, 0).items()}
+    gradient_check(src, {"x": rng.normal(size=(2, 5, 3))}, params)
+
+
+def test_nested_scans():
+    src = """model m(x: f32[2, 3, 4, 2]) {
+    ys, s = scan row in x along 1 with s = zeros([2, 2]) {
+        zs, t = scan v in row along 1 with t = s { t = tanh(t + v)
+ yield t }
+        s = t * 0.5 + sum(zs, axis=1)
+        yield s
+    }
+    return ys
+}
+"""
+    gradient_check(src, {"x": rng.normal(size=(2, 3, 4, 2))})
