@@ -173,7 +173,8 @@ class Frame:
 
 class Elaborator:
     def __init__(self, program: Program, sets: dict | None = None, training: bool = False,
-                 binds: dict | None = None):
+                 binds: dict | None = None, present=()):
+        self.present = set(present)  # optional model inputs (declared `= none`) that are given
         self.program = program
         self.training = training
         self.sets = dict(sets or {})
@@ -256,6 +257,8 @@ class Elaborator:
             except ElabError as e:
                 self.diags.append(e.diag)
                 out[c.name] = POISON
+            except _PoisonSeen:
+                out[c.name] = POISON
         return out
 
     # ---- entry point
@@ -277,27 +280,44 @@ class Elaborator:
         g.consts = {k: v for k, v in self.consts[self.program.main.path].items()}
         frame = Frame(m, "", {}, g, g.root, m.span, m.module)
         self.stack.append(frame)
-        unknown_binds = set(self.binds)
         for p in m.params:
-            if isinstance(p.type, A.TensorType):
-                t = self._type_from_decl(p.type, frame, model_sig=True)
-                nid = g.add("input", [], {"name": p.name}, t, p.span, p.name)
-                g.inputs.append(nid)
-                frame.env[p.name] = TVal(nid, t, g, p.span)
-            else:
-                if p.default is None:
-                    self.diags.append(Diagnostic("E0105", f"model attribute `{p.name}` needs a default value", p.span,
-                                                 help="model attributes are set with `--set`; declare a `const` instead"))
-                    frame.env[p.name] = POISON
-                else:
-                    frame.env[p.name] = self._guard(lambda: self._coerce_attr(self.eval(p.default, frame), p.type, p.default.span), p.span)
-        unknown_binds -= set(g.dims)
+            try:
+                self._model_param(p, frame, g)
+            except ElabError as ex:
+                self.report(ex.diag)
+                frame.env[p.name] = POISON
+            except _PoisonSeen:
+                frame.env[p.name] = POISON
+        unknown_binds = set(self.binds) - set(g.dims)
         for name in sorted(unknown_binds):
             span, _ = self.binds[name]
             hint = suggest(name, list(g.dims))
             self.diags.append(Diagnostic("E0132", f"`--bind {name}`: `{name}` is not a dimension of the model's inputs", span,
                                          help=f"did you mean `{hint}`?" if hint else
                                          (f"its dimensions are: {', '.join(g.dims)}" if g.dims else "its inputs have no symbolic dimensions")))
+        self._body_and_train(m, frame, g)
+        self.stack.pop()
+        return g
+
+    def _model_param(self, p, frame, g):
+        optional = isinstance(p.default, A.Name) and p.default.id == "none"
+        if isinstance(p.type, A.TensorType) and optional and p.name not in self.present:
+            frame.env[p.name] = None  # an optional input left out: `if lengths == none` is true
+            g.optional_inputs.append(p.name)
+        elif isinstance(p.type, A.TensorType):
+            if optional:
+                g.optional_inputs.append(p.name)
+            t = self._type_from_decl(p.type, frame, model_sig=True)
+            nid = g.add("input", [], {"name": p.name}, t, p.span, p.name)
+            g.inputs.append(nid)
+            frame.env[p.name] = TVal(nid, t, g, p.span)
+        elif p.default is None:
+            raise ElabError("E0105", f"model attribute `{p.name}` needs a default value", p.span,
+                            help="model attributes are set with `--set`; declare a `const` instead")
+        else:
+            frame.env[p.name] = self._coerce_attr(self.eval(p.default, frame), p.type, p.default.span)
+
+    def _body_and_train(self, m, frame, g):
         try:
             self.exec_body(m.body, frame)
         except _Return:
@@ -313,8 +333,6 @@ class Elaborator:
         if m.train is not None:
             from .train import elaborate_train
             elaborate_train(self, m.train, frame, g)
-        self.stack.pop()
-        return g
 
     # ---- types
     def _type_from_decl(self, tt: A.TensorType, frame: Frame, model_sig=False) -> TType:
@@ -504,9 +522,9 @@ class Elaborator:
         try:
             self._exec(s, frame)
             row = frame.row
-            if row is not None and row.outputs and isinstance(s, A.Assign):
+            if row is not None and row.outputs and isinstance(s, A.Assign) and not getattr(row, "labeled", False):
                 value = frame.env.get(s.targets[0][0])
-                if not (isinstance(value, TVal) and value.node == row.outputs[-1]):
+                if not (isinstance(value, TVal) and value.node in row.outputs):
                     # The ops fed a layer that made the value: the row is named after its first op instead.
                     row.name = f"{frame.prefix}{row.kind.split(', ')[0]}"
         except (_Return, KeyboardInterrupt):
@@ -728,7 +746,11 @@ class Elaborator:
         v = TVal(nid, TType(tuple(shape), dtype), g, s.span)
         frame.members[name] = v
         frame.env[name] = v
-        frame.inst.params.append(nid)
+        if frame.block is not None and frame.block.kind == "model" and frame.scan_yields is None:
+            # A weight declared in the model body is a row of its own in the summary.
+            (frame.group or frame.inst).children.append(Instance(scoped, s.kind, s.span, [nid], params=[nid]))
+        else:
+            frame.inst.params.append(nid)
 
     def _update(self, s: A.Update, frame: Frame):
         cur = frame.members.get(s.name)
@@ -1056,6 +1078,12 @@ class Elaborator:
 
     # ---- calls
     def _e_Call(self, e, frame, hint, want):
+        if isinstance(e.func, A.Scan) and not e.args:  # `scan ... { } as name`: a label for the summary
+            v = self.eval(e.func, frame)
+            if frame.row is not None and e.label:
+                frame.row.name = f"{frame.prefix}{e.label}"
+                frame.row.labeled = True
+            return v
         callee_v = self._resolve_callee(e.func, frame, want)
         if want in ("init", "layer") and not e.piped:
             # `normal(std=0.02)` as an initializer, `lstm(hidden=64)` as a layer value: not called yet.
@@ -1456,8 +1484,8 @@ class Elaborator:
                 raise ElabError("E0105", f"`{b.name}` needs the argument `{p.name}`", e.span,
                                 [Note(f"`{b.name}` is defined here", b.name_span)],
                                 help=f"signature: {self.block_signature(b)}")
-            if isinstance(p.type, A.TensorType) and v is None and p.name not in pre and p.name not in given:
-                pass  # an optional tensor argument, declared `= none`, left out
+            if isinstance(p.type, A.TensorType) and v is None and isinstance(p.default, A.Name) and p.default.id == "none":
+                pass  # an optional tensor argument, declared `= none`, left out (or passed on as none)
             elif isinstance(p.type, A.TensorType):
                 if not isinstance(v, TVal):
                     arr = literal_array(v)

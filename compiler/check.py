@@ -25,10 +25,12 @@ class Checked:
 
 
 def check(spec: str, sets: dict | None = None, binds: dict | None = None, model: str | None = None,
-          training: bool = False, text: str | None = None, sources: Sources | None = None) -> Checked:
+          training: bool = False, text: str | None = None, sources: Sources | None = None,
+          present=()) -> Checked:
     """Never raises for bad input: problems come back as diagnostics.
 
-    sets: {const name: (Span or None, value)}; binds: {dimension name: (Span or None, int)}.
+    sets: {const name: (Span or None, value)}; binds: {dimension name: (Span or None, int)};
+    present: optional model inputs (declared `= none`) to elaborate as given.
     With text, spec is only the name under which the text is reported."""
     sources = sources or Sources()
     out = Checked(None, [], sources)
@@ -37,7 +39,7 @@ def check(spec: str, sets: dict | None = None, binds: dict | None = None, model:
         out.path = path
         program = load(path, sources, text=text)
         out.program = program
-        el = Elaborator(program, sets, training=training, binds=binds)
+        el = Elaborator(program, sets, training=training, binds=binds, present=present)
         graph = el.model(model)
         out.diags = el.diags
         out.graph = graph

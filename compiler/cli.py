@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="give a symbolic dimension of the inputs a size, e.g. --bind B=32 (repeatable)")
         sp.add_argument("--model", dest="model_name", metavar="NAME", help="which model, when the file has several")
         sp.add_argument("--training", action="store_true", help="elaborate the training graph (dropout, batch statistics)")
+        sp.add_argument("--with", dest="present", action="append", default=[], metavar="INPUT",
+                        help="elaborate with an optional input (declared `= none`) given (repeatable)")
 
     c = sub.add_parser("check", help="parse and shape-check a model; print its layers, parameters and FLOPs",
                        description="Parse and shape-check MODEL and print a summary: each layer's scoped name, "
@@ -131,7 +133,14 @@ def _front(args, argv, sources: Sources, training=False):
     binds = _parse_assignments("--bind", args.bind, argv, cmd_spans, diags, "bind")
     if diags:
         return None, diags
-    r = check(args.model, sets, binds, model=args.model_name, training=training or args.training, sources=sources)
+    r = check(args.model, sets, binds, model=args.model_name, training=training or args.training, sources=sources,
+              present=args.present)
+    if r.graph is not None:
+        unknown = sorted(set(args.present) - set(r.graph.optional_inputs))
+        if unknown:
+            opt = ", ".join(r.graph.optional_inputs) or "none"
+            r.diags.append(Diagnostic("E0132", f"`--with {unknown[0]}`: the model has no optional input `{unknown[0]}`",
+                                      None, help=f"its optional inputs: {opt}"))
     return r, r.diags
 
 

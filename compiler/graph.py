@@ -52,6 +52,7 @@ class Graph:
         self.parent = parent
         self.nx = nx.MultiDiGraph()
         self.inputs: list[int] = []
+        self.optional_inputs: list[str] = []  # declared `= none`: absent unless elaborated as present
         self.outputs: list[tuple[str, int]] = []
         self.params: dict[str, int] = {}  # scoped name -> node (param and state)
         self.root = Instance(name, "model", None)

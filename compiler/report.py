@@ -102,7 +102,8 @@ def summary(g: Graph, bind: dict | None = None, depth: int = 1, path: str = "") 
                 walk(c, level + 1)
 
     walk(g.root, 1)
-    widths = [min(48, max(len(r[i]) for r in rows)) for i in range(4)]
+    rows = [tuple(c if len(c) <= 60 else c[:57] + "..." for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     line = "-" * (sum(widths) + 6)
     out = [f"Model: {g.name}" + (f"   ({path})" if path else ""), line]
     for i, r in enumerate(rows):
@@ -122,6 +123,9 @@ def summary(g: Graph, bind: dict | None = None, depth: int = 1, path: str = "") 
         out.append(f"Forward FLOPs per example: {human(f)}{_si(f)}")
     else:
         out.append(f"Forward FLOPs per batch: {human(f)}{_si(f)}")
+    absent = [n for n in g.optional_inputs if n not in {g.node(i)["name"] for i in g.inputs}]
+    if absent:
+        out.append(f"Optional inputs left out: {', '.join(absent)} (include them with --with NAME)")
     if g.dims:
         free = [k for k, (v, _) in g.dims.items() if not v.is_const and k not in bind]
         if free:

@@ -91,7 +91,7 @@ def elaborate_scan(el, e: A.Scan, frame: Frame):
         nid = sub.add("input", [], {"name": c.name, "role": "carry"}, v.type, c.span, c.name)
         sub.inputs.append(nid)
         env[c.name] = TVal(nid, v.type, sub, c.span)
-    body = replace(frame, env=env, graph=sub, scan_yields=[], returned=None)
+    body = replace(frame, env=env, graph=sub, scan_yields=[], returned=None, row=None)
     el.stack.append(body)
     try:
         el.exec_body(e.body, body)
@@ -137,4 +137,10 @@ def elaborate_scan(el, e: A.Scan, frame: Frame):
     for i, t in enumerate(types):
         gid = g.add("tuple_get", [nid], {"index": i}, t, e.span, f"{scope}scan.{i}")
         results.append(TVal(gid, t, g, e.span))
+    row = frame.row
+    if row is not None:  # a scan written in the model body: a row of the summary
+        if not row.outputs:
+            (frame.group or frame.inst).children.append(row)
+        row.kind = f"{row.kind}, scan" if row.kind and "scan" not in row.kind else "scan"
+        row.outputs = [r.node for r in results]
     return results[0] if len(results) == 1 else tuple(results)

@@ -33,6 +33,10 @@ def _items(el, items, frame, g, out, cfg, phase):
                 nid = g.add("input", [], {"name": it.name, "role": "target"}, t, it.span, it.name)
                 cfg["targets"][it.name] = nid
                 frame.env[it.name] = TVal(nid, t, g, it.span)
+            elif isinstance(it, A.Let):
+                if it.name in frame.env or it.name in cfg["targets"]:
+                    raise ElabError("E0107", f"`{it.name}` is already defined", it.span)
+                frame.env[it.name] = el.eval(it.value, frame)
             elif isinstance(it, A.Phase):
                 if phase is not None:
                     raise ElabError("E0301", "`step` phases do not nest", it.span)

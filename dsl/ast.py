@@ -231,6 +231,13 @@ class Setting(Node):
 
 
 @dataclass
+class Let(Node):
+    """`let name = expr` in a train section: a local value for the settings after it."""
+    name: str
+    value: Node
+
+
+@dataclass
 class TargetDecl(Node):
     name: str
     type: TensorType

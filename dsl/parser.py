@@ -382,6 +382,10 @@ class _ToAst(Transformer):
         return A.Setting(self.sp(meta), str(c[0]), c[1])
 
     @v_args(meta=True)
+    def let_item(self, meta, c):
+        return A.Let(self.sp(meta), str(c[0]), c[1])
+
+    @v_args(meta=True)
     def target_decl(self, meta, c):
         return A.TargetDecl(self.sp(meta), str(c[0]), c[1])
 
