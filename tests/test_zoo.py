@@ -57,3 +57,76 @@ def test_gpt3_175b_without_allocating_weights():
     assert n == 174_604_259_328
     assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB: weights must not be allocated"
     print(f"GPT-3 175B checked in {elapsed:.2f} s, {n:,} parameters, peak {peak / 2**20:.1f} MiB")
+
+
+def documented_lines():
+    """Every `dlc check NAME --set ...` line in the zoo's file headers: the paper-size configurations."""
+    import re
+    import shlex
+    out = []
+    for p in sorted(ZOO.glob("*.dln")):
+        for line in p.read_text().splitlines():
+            m = re.search(r"dlc check (\w+)((?: --set \S+)+)", line)
+            if line.startswith("#") and m:
+                args = shlex.split(m.group(2))
+                sets = dict(a.split("=", 1) for a in args if a != "--set")
+                out.append((m.group(1), sets))
+    return out
+
+
+DOCUMENTED = documented_lines()
+
+
+@pytest.mark.parametrize("name,sets", DOCUMENTED, ids=[f"{n}:{'+'.join(s)}" for n, s in DOCUMENTED])
+def test_documented_configurations_check(name, sets):
+    from compiler.cli import _literal
+    r = check(name, {k: (None, _literal(v)) for k, v in sets.items()})
+    total(r)
+
+
+def trainable(name, **sets):
+    r = check(name, {k: (None, v) for k, v in sets.items()})
+    assert r.ok, "\n".join(f"{d.span}: {d.code} {d.message}" for d in r.diags)
+    return int(param_totals(r.graph)[0].value)
+
+
+IMAGENET = dict(size=224, classes=1000)
+
+
+@pytest.mark.parametrize("name,sets,expected", [
+    ("alexnet", dict(width=64, hidden=4096, **IMAGENET), 61_100_840),
+    ("vgg16", dict(width=64, hidden=4096, **IMAGENET), 138_357_544),
+    ("googlenet", IMAGENET, 6_624_904),
+    ("resnet18", dict(width=64, **IMAGENET), 11_689_512),
+    ("resnet34", dict(width=64, **IMAGENET), 21_797_672),
+    ("resnet50", dict(width=64, **IMAGENET), 25_557_032),
+    ("bert", dict(layers=12, d_model=768, heads=12, ffn=3072, vocab=30522, max_len=512, mlm_head=False), 109_482_240),
+    ("gpt", dict(layers=12, d_model=768, heads=12, vocab=50257, context=2048), 125_226_240),
+    ("seq2seq", dict(layers=4, hidden=1000, embed=1000, src_vocab=160000, tgt_vocab=80000), 384_112_000),
+])
+def test_published_parameter_counts(name, sets, expected):
+    """The faithful configurations give the counts their papers or reference implementations publish
+    (trainable parameters: batchnorm running statistics are buffers in PyTorch, state here)."""
+    assert trainable(name, **sets) == expected
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_optional_inputs_both_ways(name):
+    r = check(name)
+    for opt in r.graph.optional_inputs:
+        r2 = check(name, present={opt})
+        total(r2)
+        assert opt in {r2.graph.node(n)["name"] for n in r2.graph.inputs}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_zoo_file_names_its_source(name):
+    head = (ZOO / f"{name}.dln").read_text().split("\n", 3)[:3]
+    assert head[0].startswith("#") and len(" ".join(head)) > 60, f"{name}.dln needs a header naming its source"
+
+
+def test_readme_lists_every_zoo_model():
+    readme = (ZOO.parent / "README.md").read_text()
+    table = readme[readme.index("## The zoo"):readme.index("## The language")]
+    missing = [m for m in MODELS if f"`{m}`" not in table]
+    assert not missing, f"README's zoo table lacks {missing}"
