@@ -220,3 +220,19 @@ def test_initializers():
     a, b = initial_value("a", (3,), "normal", {}, seed=0), initial_value("b", (3,), "normal", {}, seed=0)
     assert not np.array_equal(a, b)  # each parameter draws its own numbers
     np.testing.assert_array_equal(a, initial_value("a", (3,), "normal", {}, seed=0))
+
+
+def test_course_hmm_forward_and_viterbi():
+    """The notes' HMM: A = [[0.7, 0.3], [0.4, 0.6]], B = [[0.1, 0.4, 0.5], [0.7, 0.2, 0.1]], pi = [0.6, 0.4],
+    observations v2 v3 v1 v2. The forward procedure gives P = 0.0098344 (hand computation:
+    alpha = [0.24, 0.08], [0.1, 0.012], [0.00748, 0.02604], [0.0062608, 0.0035736])."""
+    g = check("hmm").graph
+    params = {"start": np.log([0.6, 0.4]), "transition": np.log([[0.7, 0.3], [0.4, 0.6]]),
+              "emission": np.log([[0.1, 0.4, 0.5], [0.7, 0.2, 0.1]])}
+    out = run(g, {"obs": np.array([[1, 2, 0, 1]])}, params, float_dtype=np.float64)
+    np.testing.assert_allclose(np.exp(out["log_likelihood"]), [0.0098344], rtol=1e-12)
+    # Viterbi against brute force over all 2^4 state paths
+    A, B, pi, obs = np.array([[0.7, 0.3], [0.4, 0.6]]), np.array([[0.1, 0.4, 0.5], [0.7, 0.2, 0.1]]), np.array([0.6, 0.4]), [1, 2, 0, 1]
+    best = max(itertools.product(range(2), repeat=4),
+               key=lambda s: pi[s[0]] * B[s[0], obs[0]] * np.prod([A[s[t - 1], s[t]] * B[s[t], obs[t]] for t in range(1, 4)]))
+    np.testing.assert_array_equal(out["best_path"][0], best)
