@@ -206,3 +206,48 @@ def test_nested_scans():
 }
 """
     gradient_check(src, {"x": rng.normal(size=(2, 3, 4, 2))})
+
+
+BACKPROP = """# Han and Kamber's backpropagation example: a 3-2-1 sigmoid network
+model net(x: f32[B, 3]) -> (o: f32[B, 1]) {
+    h = dense(x, 2, act=sigmoid) as hidden
+    o = dense(h, 1, act=sigmoid) as output
+    return o
+} train {
+    target t: f32[B, 1]
+    loss = 0.5 * sum((t - o) ** 2)
+    optimizer = sgd(lr=0.9)
+}
+"""
+
+
+def test_course_backpropagation_example():
+    """x = (1, 0, 1), target 1, learning rate 0.9: the printed outputs, errors and updated weights."""
+    r = check("bp.dln", text=BACKPROP)
+    g = r.graph
+    params = {"hidden/W": np.array([[0.2, -0.3], [0.4, 0.1], [-0.5, 0.2]]), "hidden/b": np.array([-0.4, 0.2]),
+              "output/W": np.array([[-0.3], [-0.2]]), "output/b": np.array([0.1])}
+    loss = g.train["settings"]["loss"]
+    grads = grad(g, loss, [g.params[k] for k in params])
+    names = {g.params[k]: k for k in params}
+    for w, gn in grads.items():
+        g.outputs.append((f"grad:{names[w]}", gn))
+    out = run(g, {"x": np.array([[1.0, 0, 1]]), "t": np.array([[1.0]])}, params, float_dtype=np.float64,
+              outputs=["o"] + [f"grad:{k}" for k in params], all_values=True)
+    # The book rounds every intermediate value to its printed decimals and computes on from the rounded
+    # numbers (Err6 from O6 = 0.474), so exact arithmetic agrees within one unit of the last printed decimal.
+    def agrees(got, printed, decimals):
+        np.testing.assert_allclose(np.ravel(got), np.ravel(printed), rtol=0, atol=10.0 ** -decimals)
+
+    hidden = next(v for n, v in out.items() if isinstance(n, int) and g.node(n)["name"] == "hidden/sigmoid")
+    agrees(hidden, [0.332, 0.525], 3)
+    agrees(out["o"], [0.474], 3)
+    o6 = float(out["o"][0, 0])
+    agrees(-float(out["grad:output/b"][0]), 0.1311, 4)  # Err6 = O6 (1 - O6) (T - O6): minus the gradient at unit 6
+    agrees(-out["grad:hidden/b"], [-0.0087, -0.0065], 4)  # Err4, Err5
+    new = {k: params[k] - 0.9 * out[f"grad:{k}"] for k in params}  # one step of gradient descent
+    agrees(new["output/W"], [-0.261, -0.138], 3)
+    agrees(new["hidden/W"], [[0.192, -0.306], [0.4, 0.1], [-0.508, 0.194]], 3)
+    agrees(new["hidden/b"], [-0.408, 0.194], 3)
+    agrees(new["output/b"], [0.218], 3)
+    assert abs(o6 * (1 - o6) * (1 - o6) + float(out["grad:output/b"][0])) < 1e-12
