@@ -130,3 +130,15 @@ def test_readme_lists_every_zoo_model():
     table = readme[readme.index("## The zoo"):readme.index("## The language")]
     missing = [m for m in MODELS if f"`{m}`" not in table]
     assert not missing, f"README's zoo table lacks {missing}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_graph_renders(name, tmp_path):
+    import shutil
+    import subprocess
+    from compiler.report import to_dot
+    dot = to_dot(check(name).graph)
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    if shutil.which("dot"):
+        r = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()
