@@ -625,7 +625,7 @@ class Elaborator:
 
     def _loop(self, frame: Frame, s, label, iterations, kind):
         base = self._child_name(frame, label, explicit=False)
-        group = Instance(base, kind, s.span)
+        group = Instance(f"{frame.scope}/{base}" if frame.scope else base, kind, s.span)
         (frame.group or frame.inst).children.append(group)
         saved = frame.prefix, frame.group, frame.loop_names
         frame.group = group

@@ -127,7 +127,8 @@ def run(g: Graph, feeds: dict, params: dict | None = None, *, seed: int = 0, ste
     for name in wanted:
         if name not in table:
             raise RunError(f"the model has no output `{name}`; its outputs: {', '.join(table)}")
-    evaluate(g, env, ctx, needed(g, [table[name] for name in wanted]))
+    with np.errstate(all="ignore"):  # a non-finite value is the caller's to find and report, not a warning
+        evaluate(g, env, ctx, needed(g, [table[name] for name in wanted]))
     out = {name: env[table[name]] for name in wanted}
     if all_values:
         out.update(env)

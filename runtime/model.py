@@ -1,0 +1,313 @@
+"""The Python API, Keras-like: load a `.dln` model (or a zoo model by name), then fit, evaluate, predict,
+save and load weights. NumPy arrays in and out.
+
+    import dlc
+    m = dlc.load("mlp")
+    history = m.fit(x_train, y_train, epochs=20, batch_size=32, validation_split=0.1)
+    print(m.evaluate(x_test, y_test))
+
+Execution uses the reference interpreter (target="reference"); compiled targets plug in behind the same
+calls. The `train` section of the file gives the defaults (optimizer, schedule, epochs, batch size,
+metrics, ...); keyword arguments override them."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.check import check
+from dsl.diagnostics import DiagnosticError, Sources, render
+
+from . import interpreter
+from .initializers import init_params
+from .optim import Plateau, build_step, scheduled_lr
+
+
+class ModelError(Exception):
+    """The model does not compile: carries its diagnostics and the sources to show them with."""
+
+    def __init__(self, diagnostics, sources: Sources):
+        self.diagnostics, self.sources = diagnostics, sources
+        super().__init__("\n\n".join(render(d, sources) for d in diagnostics))
+
+
+class TrainingError(Exception):
+    """Training cannot go on: a loss that is not finite (with the epoch, step and first bad node)."""
+
+
+@dataclass
+class History:
+    history: dict = field(default_factory=dict)
+    epochs: int = 0
+    stopped_early: bool = False
+    best_epoch: int | None = None
+
+    def add(self, logs: dict):
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+        self.epochs += 1
+
+
+def _checked(spec, sets, present, training):
+    sources = Sources()
+    r = check(spec, sets, present=present, training=training, sources=sources)
+    if not r.ok:
+        raise ModelError([d for d in r.diags if d.severity == "error"] or r.diags, sources)
+    return r
+
+
+class Model:
+    def __init__(self, spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str = "reference"):
+        if target != "reference":
+            raise ValueError(f"unknown target {target!r}: this version runs the reference interpreter only")
+        self.spec = spec
+        self.sets = {k: (None, v) for k, v in (sets or {}).items()}
+        self.present = tuple(present)
+        self.seed = seed
+        self.infer = _checked(spec, self.sets, present, training=False).graph
+        self.path = spec
+        g = self.infer
+        self.settings = (g.train or {}).get("settings", {})
+        self.input_names = [g.node(n)["name"] for n in g.inputs]
+        self.target_names = list((g.train or {}).get("targets", {}))
+        self.output_names = [n for n, _ in g.outputs if not n.startswith("loss")]
+        self.params = init_params(g, seed)
+        self.slots: dict[str, np.ndarray] = {}
+        self._steps: dict = {}
+        self.step_count = 0
+
+    # ---- feeding
+    def _feeds(self, x, names, what) -> dict:
+        if x is None:
+            return {}
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise ValueError(f"{what} {missing} missing; the model's {what}s are {names}")
+            return {n: np.asarray(x[n]) for n in names}
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(names):
+            raise ValueError(f"the model has {len(names)} {what}(s) {names}, got {len(xs)} array(s)")
+        return {n: np.asarray(v) for n, v in zip(names, xs)}
+
+    def _n(self, feeds):
+        sizes = {len(v) for v in feeds.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"inputs and targets have different numbers of examples: {sorted(sizes)}")
+        return sizes.pop()
+
+    # ---- inference
+    def predict(self, x, batch_size: int = 256):
+        feeds = self._feeds(x, self.input_names, "input")
+        n = self._n(feeds)
+        outs = {k: [] for k in self.output_names}
+        for i in range(0, n, batch_size):
+            batch = {k: v[i:i + batch_size] for k, v in feeds.items()}
+            res = interpreter.run(self.infer, batch, self.params, seed=self.seed, outputs=self.output_names)
+            for k in self.output_names:
+                outs[k].append(res[k])
+        outs = {k: np.concatenate(v) for k, v in outs.items()}
+        return outs[self.output_names[0]] if len(outs) == 1 else outs
+
+    def evaluate(self, x, y, batch_size: int = 256) -> dict:
+        feeds = {**self._feeds(x, self.input_names, "input"), **self._feeds(y, self.target_names, "target")}
+        n = self._n(feeds)
+        losses, preds = [], []
+        loss_name = "loss" if "loss" in dict(self.infer.outputs) else None
+        for i in range(0, n, batch_size):
+            batch = {k: v[i:i + batch_size] for k, v in feeds.items()}
+            wanted = self.output_names[:1] + ([loss_name] if loss_name else [])
+            res = interpreter.run(self.infer, batch, self.params, seed=self.seed, outputs=wanted)
+            if loss_name:
+                losses.append((float(res[loss_name]), len(next(iter(batch.values())))))
+            preds.append(res[self.output_names[0]])
+        logs = {}
+        if losses:
+            logs["loss"] = sum(l * k for l, k in losses) / sum(k for _, k in losses)
+        logs.update(self._metrics(feeds[self.target_names[0]] if self.target_names else None, np.concatenate(preds)))
+        return logs
+
+    def _metrics(self, y_true, y_pred) -> dict:
+        specs = self.settings.get("metrics") or []
+        if not specs or y_true is None:
+            return {}
+        from . import metrics
+        out = {}
+        for m in specs:
+            out[m["name"]] = float(metrics.compute(m["name"], y_true, y_pred, **m["args"]))
+        return out
+
+    # ---- training
+    def _step(self, phase_index):
+        if phase_index not in self._steps:
+            g = _checked(self.spec, self.sets, self.present, training=True).graph
+            phases = g.train.get("phases") or []
+            phase = phases[phase_index] if phase_index is not None else None
+            step = build_step(g, g.train["settings"], phase)
+            for key, node in step.slots.items():
+                self.slots.setdefault(key, np.zeros(tuple(int(d.value) for d in g.type(node).shape),
+                                                    dtype=np.float32))
+            self._steps[phase_index] = step
+        return self._steps[phase_index]
+
+    def train_on_batch(self, feeds: dict, lr: float, phase_index=None) -> dict:
+        step = self._step(phase_index)
+        self.step_count += 1
+        hyper = {"lr": np.float32(lr), "step": np.float32(self.step_count)}
+        values = {**self.params, **self.slots}
+        out_names = step.outputs + [n for n in self.output_names if n in dict(step.graph.outputs)]
+        res = interpreter.run(step.graph, {**feeds, **hyper}, values, seed=self.seed, step=self.step_count,
+                              outputs=out_names)
+        loss = float(res[step.outputs[0]])
+        if not math.isfinite(loss):
+            raise TrainingError(self._first_nonfinite(step, {**feeds, **hyper}, values))
+        for name in step.outputs[1:]:
+            key = name[len("new:"):]
+            if key in self.params:
+                self.params[key] = res[name]
+            else:
+                self.slots[key] = res[name]
+        res["loss"] = loss
+        return res
+
+    def _first_nonfinite(self, step, feeds, values) -> str:
+        res = interpreter.run(step.graph, feeds, values, seed=self.seed, step=self.step_count,
+                              outputs=step.outputs[:1], all_values=True)
+        for n in sorted(k for k in res if isinstance(k, int)):
+            v = res[n]
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+                d = step.graph.node(n)
+                where = f" ({d['span']})" if d["span"] is not None else ""
+                return f"the first non-finite value is `{d['name']}` ({d['op']}){where}"
+        return "no single node is to blame"
+
+    def fit(self, x, y, epochs: int | None = None, batch_size: int | None = None, validation_data=None,
+            validation_split: float | None = None, shuffle: bool | None = None, seed: int | None = None,
+            callbacks=(), lr: float | None = None, verbose: bool = False, on_batch=None) -> History:
+        s = self.settings
+        epochs = epochs if epochs is not None else s.get("epochs", 10)
+        seed = self.seed if seed is None else seed
+        shuffle = s.get("shuffle", True) if shuffle is None else shuffle
+        feeds = {**self._feeds(x, self.input_names, "input"), **self._feeds(y, self.target_names, "target")}
+        n = self._n(feeds)
+        split = validation_split if validation_split is not None else s.get("validation_split")
+        if validation_data is None and split:
+            cut = n - int(round(n * split))
+            validation_data = ({k: v[cut:] for k, v in feeds.items() if k in self.input_names},
+                               {k: v[cut:] for k, v in feeds.items() if k in self.target_names})
+            feeds = {k: v[:cut] for k, v in feeds.items()}
+            n = cut
+        mode = s.get("update", "batch")
+        batch_size = 1 if mode == "case" else n if mode == "epoch" else (batch_size or s.get("batch_size", 32))
+        opt = s.get("optimizer") or {"name": "sgd", "args": {"lr": 0.01}}
+        lr0 = lr if lr is not None else opt["args"]["lr"]
+        schedule = s.get("schedule")
+        plateau = Plateau(**schedule["args"]) if schedule and schedule["name"] == "plateau" else None
+        stop = s.get("early_stopping")
+        stopper = _EarlyStopping(**stop["args"]) if stop else None
+        phases = (self.infer.train or {}).get("phases") or []
+        rng = np.random.default_rng(seed)
+        history = History()
+        t = 0
+        for epoch in range(epochs):
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            losses, preds = [], []
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                batch = {k: v[idx] for k, v in feeds.items()}
+                lr_t = scheduled_lr(lr0, schedule, t)
+                if phases:
+                    for pi, ph in enumerate(phases):
+                        for _ in range(ph["repeat"]):
+                            res = self.train_on_batch(batch, lr_t, pi)
+                else:
+                    try:
+                        res = self.train_on_batch(batch, lr_t)
+                    except TrainingError as e:
+                        raise TrainingError(f"the loss is not finite at epoch {epoch + 1}, step {t + 1}: {e}") from None
+                losses.append((res["loss"], len(idx)))
+                if self.output_names and self.output_names[0] in res:
+                    preds.append((idx, res[self.output_names[0]]))
+                t += 1
+                if on_batch is not None:
+                    on_batch(epoch, t, res["loss"])
+            logs = {"loss": sum(l * k for l, k in losses) / sum(k for _, k in losses)}
+            if preds and self.target_names:
+                idx = np.concatenate([i for i, _ in preds])
+                logs.update(self._metrics(feeds[self.target_names[0]][idx], np.concatenate([p for _, p in preds])))
+            if validation_data is not None:
+                vx, vy = validation_data
+                logs.update({f"val_{k}": v for k, v in self.evaluate(vx, vy).items()})
+            logs["lr"] = lr0 if not schedule or schedule["name"] in ("constant", "plateau") else scheduled_lr(lr0, schedule, t)
+            history.add(logs)
+            if plateau is not None:
+                lr0 = plateau.end_epoch(logs, lr0)
+            halt = False
+            for cb in callbacks:
+                halt = bool(cb(self, epoch, logs)) or halt
+            if stopper is not None:
+                if stopper.update(self, epoch, logs):
+                    history.stopped_early = True
+                    halt = True
+                history.best_epoch = stopper.best_epoch
+            if halt:
+                break
+        if stopper is not None and stopper.restore_best and stopper.best_params is not None:
+            self.params = stopper.best_params
+        return history
+
+    # ---- weights
+    def save_weights(self, path: str) -> None:
+        """All parameters and states, keyed by scoped name, as .npz; written atomically."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".dlc-", suffix=".npz", dir=folder)
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **self.params)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_weights(self, path: str) -> None:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            loaded = {k: f[k] for k in f.files}
+        missing = sorted(set(self.params) - set(loaded))
+        extra = sorted(set(loaded) - set(self.params))
+        if missing or extra:
+            raise ValueError(f"{path}: weights do not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+        for k, v in loaded.items():
+            if v.shape != self.params[k].shape:
+                raise ValueError(f"{path}: `{k}` has shape {v.shape}, the model needs {self.params[k].shape}")
+        self.params = {k: v.astype(self.params[k].dtype) for k, v in loaded.items()}
+
+    def summary(self, depth: int = 1) -> str:
+        from compiler.report import summary
+        return summary(self.infer, depth=depth)
+
+
+class _EarlyStopping:
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
+        self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
+        self.best, self.wait, self.best_epoch, self.best_params = math.inf, 0, None, None
+
+    def update(self, model, epoch, logs) -> bool:
+        value = logs.get(self.monitor, logs.get("loss"))
+        higher_better = "acc" in self.monitor or self.monitor.endswith(("auc", "precision", "recall"))
+        score = -value if higher_better else value
+        if score < self.best - self.min_delta:
+            self.best, self.wait, self.best_epoch = score, 0, epoch
+            self.best_params = {k: v.copy() for k, v in model.params.items()}
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+def load(spec: str, sets: dict | None = None, seed: int = 0, present=()) -> Model:
+    """A model from a .dln path or a zoo name; raises ModelError with diagnostics when it does not compile."""
+    return Model(spec, sets, seed, present)
