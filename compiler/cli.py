@@ -52,6 +52,32 @@ def _parser() -> argparse.ArgumentParser:
     model_args(g)
     g.add_argument("-o", "--output", required=True, metavar="FILE", help="output file: .dot, .svg or .png")
     g.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    def run_args(sp, weights):
+        sp.add_argument("model", metavar="MODEL", help="a .dln file, or the name of a zoo model such as mlp")
+        sp.add_argument("--data", metavar="SPEC", help="sklearn:digits, xor, spirals, sine, copy, adding, text:PATH, "
+                                                       "or a .npz/.npy/.csv file (default: the train section's `data`)")
+        sp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a `const`")
+        sp.add_argument("--with", dest="present", action="append", default=[], metavar="INPUT",
+                        help="include an optional input")
+        sp.add_argument("--seed", type=int, default=0, help="seed for initial weights, shuffling and random ops")
+        if weights:
+            sp.add_argument("--weights", required=True, metavar="FILE", help="a .npz weights file (e.g. best.npz)")
+    t = sub.add_parser("train", help="train a model; writes history, checkpoints and a learning curve",
+                       description="Train MODEL with its train section (overridable here), printing a progress bar "
+                                   "and a line per epoch, and writing OUT/history.csv, OUT/history.json, "
+                                   "OUT/checkpoints/epoch-N.npz, OUT/best.npz, OUT/last.npz and OUT/curve.png.")
+    run_args(t, False)
+    t.add_argument("--epochs", type=int, metavar="N")
+    t.add_argument("--batch-size", type=int, metavar="N")
+    t.add_argument("--lr", type=float, metavar="X", help="learning rate (overrides the optimizer's)")
+    t.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL)")
+    t.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    ev = sub.add_parser("eval", help="evaluate weights on the held-out split of a dataset")
+    run_args(ev, True)
+    pr = sub.add_parser("predict", help="run a model on data and print or save its predictions")
+    run_args(pr, True)
+    pr.add_argument("-o", "--output", metavar="FILE", help="write predictions to a .npy file")
+    pr.add_argument("--force", action="store_true", help="replace FILE if it exists")
     e = sub.add_parser("explain", help="explain an error code, e.g. `dlc explain E0201`",
                        description="Print the longer explanation, with an example, of an error code.")
     e.add_argument("code", metavar="CODE", nargs="?", help="an error code such as E0201; without it, list them all")
@@ -231,7 +257,10 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain}[args.command](args, argv)
+        from . import train_cli
+        commands = {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain, "train": train_cli.cmd_train,
+                    "eval": train_cli.cmd_eval, "predict": train_cli.cmd_predict}
+        return commands[args.command](args, argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

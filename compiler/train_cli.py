@@ -1,0 +1,263 @@
+"""`dlc train`, `dlc eval` and `dlc predict`: the runtime driven from the command line, with a progress bar,
+history files, checkpoints and a learning-curve plot. A run never overwrites an output folder without
+--force, and bad data stops it before anything is written."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsl.diagnostics import Diagnostic, Sources, render_all
+
+
+def _fail(message, help_=None, where=None) -> int:
+    text = f"error: {where + ': ' if where else ''}{message}"
+    print(text, file=sys.stderr)
+    if help_:
+        print(f"help: {help_}", file=sys.stderr)
+    return 1
+
+
+def _load_model(args, sources_out):
+    from runtime.model import Model, ModelError
+    from .cli import _literal
+    sets = {}
+    for item in args.set:
+        name, eq, raw = item.partition("=")
+        v = _literal(raw) if eq else None
+        if v is None:
+            raise ValueError(f"`--set {item}` is not of the form NAME=VALUE")
+        sets[name.strip()] = v
+    try:
+        return Model(args.model, sets, seed=args.seed, present=getattr(args, "present", ()))
+    except ModelError as e:
+        sources_out.texts.update(e.sources.texts)
+        raise
+
+
+def _dataset(args, model):
+    from runtime.data import DataError, check_against, load
+    spec = args.data or model.settings.get("data")
+    if not spec:
+        raise DataError("no data given", help="pass --data SPEC (e.g. sklearn:digits, xor, a .npz or .csv file), "
+                        "or set `data = \"...\"` in the model's train section")
+    ds = load(spec, seed=args.seed)
+    g = model.infer
+    shapes = [tuple(int(d.value) if d.is_const else None for d in g.type(n).shape[1:]) for n in g.inputs]
+    targets = (g.train or {}).get("targets", {})
+    tt = g.type(next(iter(targets.values()))) if targets else None
+    classes = None
+    if tt is not None and tt.dtype.startswith("i") and g.outputs:
+        out_t = g.type(dict(g.outputs)[model.output_names[0]])
+        classes = int(out_t.shape[-1].value) if out_t.shape and out_t.shape[-1].is_const else None
+    check_against(ds, shapes, tuple(int(d.value) if d.is_const else None for d in tt.shape[1:]) if tt else None,
+                  tt.dtype if tt else None, classes)
+    return ds, shapes, tt
+
+
+def _fit_arrays(model, ds, shapes, tt, split):
+    from runtime.data import fit_to
+    x = getattr(ds, f"x_{split}")
+    y = getattr(ds, f"y_{split}")
+    x = fit_to(x, shapes[0]) if shapes and None not in shapes[0] else x
+    x = x.astype(np.float32) if model.infer.type(model.infer.inputs[0]).dtype.startswith("f") else x.astype(np.int64)
+    if y is not None and tt is not None:
+        want = tuple(int(d.value) if d.is_const else None for d in tt.shape[1:])
+        if None not in want:
+            y = fit_to(y, want)
+        y = y.astype(np.int64) if tt.dtype.startswith("i") else y.astype(np.float32)
+    return x, y
+
+
+def _write_atomic(path: Path, text: str):
+    fd, tmp = tempfile.mkstemp(prefix=".dlc-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _plot(out: Path, history: dict) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed, so no learning-curve plot (pip install 'dlc[plot]')"
+    keys = [k for k in history if not k.startswith("val_") and k != "lr"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        epochs = range(1, len(history[k]) + 1)
+        ax.plot(epochs, history[k], label=f"training {k}")
+        if f"val_{k}" in history:
+            ax.plot(epochs, history[f"val_{k}"], label=f"validation {k}")
+        ax.set_xlabel("epoch")
+        ax.set_title(k)
+        ax.legend()
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".dlc-", suffix=".png", dir=out)
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out / "curve.png")
+    return None
+
+
+def cmd_train(args, argv) -> int:
+    from runtime.data import DataError
+    from runtime.model import ModelError, TrainingError
+    sources = Sources()
+    try:
+        model = _load_model(args, sources)
+    except ModelError as e:
+        render_all(e.diagnostics, e.sources)
+        return 1
+    except ValueError as e:
+        return _fail(str(e))
+    if not model.target_names and not (model.infer.train or {}).get("settings", {}).get("loss"):
+        return _fail(f"`{args.model}` has no train section: nothing says what to minimise",
+                     "add `} train { target y: ...  loss = ... }` after the model")
+    try:
+        ds, shapes, tt = _dataset(args, model)
+        x, y = _fit_arrays(model, ds, shapes, tt, "train")
+        xv, yv = _fit_arrays(model, ds, shapes, tt, "test")
+    except DataError as e:
+        return _fail(str(e), getattr(e, "help", None), getattr(e, "where", None))
+    out = Path(args.out or f"runs/{model.infer.name}")
+    if out.exists():
+        if not args.force:
+            return _fail(f"`{out}` already exists", "pass --force to replace it, or choose another --out")
+        shutil.rmtree(out)
+    (out / "checkpoints").mkdir(parents=True)
+    epochs = args.epochs or model.settings.get("epochs", 10)
+    history_rows = []
+    state = {"best": None, "t0": time.time(), "bar": None}
+    monitor = (model.settings.get("early_stopping") or {}).get("args", {}).get("monitor", "val_loss")
+    bar_factory = _progress()
+    batch = args.batch_size or model.settings.get("batch_size", 32)
+    steps_per_epoch = max(1, -(-len(x) // batch))
+
+    def on_batch(epoch, t, loss):
+        if state["bar"] is None:
+            state["bar"] = bar_factory(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
+        state["bar"].update(1)
+        state["bar"].set_postfix(loss=f"{loss:.4f}")
+
+    def on_epoch(m, epoch, logs):
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+        ck = out / "checkpoints" / f"epoch-{epoch + 1:03d}.npz"
+        m.save_weights(ck)
+        shutil.copyfile(ck, out / ".last.npz")
+        os.replace(out / ".last.npz", out / "last.npz")
+        value = logs.get(monitor, logs.get("loss"))
+        better = "acc" in monitor and value > (state["best"] or -1e300) or "acc" not in monitor and value < (state["best"] or 1e300)
+        if state["best"] is None or better:
+            state["best"] = value
+            shutil.copyfile(ck, out / ".best.npz")
+            os.replace(out / ".best.npz", out / "best.npz")
+        history_rows.append({"epoch": epoch + 1, **logs})
+        _write_atomic(out / "history.json", json.dumps(history_rows, indent=1))
+        keys = list(history_rows[0])
+        with open(out / ".history.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(history_rows)
+        os.replace(out / ".history.csv", out / "history.csv")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "lr")
+        print(f"epoch {epoch + 1}/{epochs}  {shown}  ({time.time() - state['t0']:.1f} s)", flush=True)
+        state["t0"] = time.time()
+
+    print(f"training {model.infer.name} on {ds.description}; writing to {out}/", flush=True)
+    try:
+        history = model.fit(x, y, epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            validation_data=(xv, yv), callbacks=[on_epoch], on_batch=on_batch)
+    except KeyboardInterrupt:
+        if state["bar"] is not None:
+            state["bar"].close()
+        print(f"\ninterrupted: the last complete epoch's weights are in {out}/last.npz", file=sys.stderr)
+        return 130
+    except TrainingError as e:
+        if state["bar"] is not None:
+            state["bar"].close()
+        return _fail(str(e), f"the last good weights are in {out}/last.npz" if (out / "last.npz").exists() else None)
+    note = _plot(out, history.history)
+    if note:
+        print(f"note: {note}")
+    model.load_weights(out / "best.npz")
+    final = model.evaluate(xv, yv)
+    print("best checkpoint on the held-out split: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    return 0
+
+
+def _progress():
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda **kw: _NoBar()
+    return lambda **kw: tqdm(leave=False, file=sys.stderr, disable=not sys.stderr.isatty(), **kw)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def cmd_eval(args, argv) -> int:
+    from runtime.data import DataError
+    from runtime.model import ModelError
+    try:
+        model = _load_model(args, Sources())
+        model.load_weights(args.weights)
+        ds, shapes, tt = _dataset(args, model)
+        xv, yv = _fit_arrays(model, ds, shapes, tt, "test")
+    except ModelError as e:
+        render_all(e.diagnostics, e.sources)
+        return 1
+    except DataError as e:
+        return _fail(str(e), getattr(e, "help", None), getattr(e, "where", None))
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    logs = model.evaluate(xv, yv)
+    print("  ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+    return 0
+
+
+def cmd_predict(args, argv) -> int:
+    from runtime.data import DataError
+    from runtime.model import ModelError
+    try:
+        model = _load_model(args, Sources())
+        model.load_weights(args.weights)
+        ds, shapes, tt = _dataset(args, model)
+        x, _ = _fit_arrays(model, ds, shapes, tt, "test")
+    except ModelError as e:
+        render_all(e.diagnostics, e.sources)
+        return 1
+    except DataError as e:
+        return _fail(str(e), getattr(e, "help", None), getattr(e, "where", None))
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    pred = model.predict(x)
+    if args.output:
+        outp = Path(args.output)
+        if outp.exists() and not args.force:
+            return _fail(f"`{outp}` already exists", "pass --force to replace it")
+        np.save(outp, pred if not isinstance(pred, dict) else next(iter(pred.values())))
+        print(f"wrote {outp}")
+    else:
+        np.savetxt(sys.stdout, np.asarray(pred if not isinstance(pred, dict) else next(iter(pred.values()))).reshape(len(x), -1), fmt="%.6g")
+    return 0
