@@ -88,15 +88,19 @@ def _differentiable(g, n):
     return t.dtype in FLOATS and g.node(n)["op"] != "stop_gradient"
 
 
-def grad(g: Graph, loss: int, wrt: list[int], seed: int | None = None) -> dict[int, int]:
+def grad(g: Graph, loss: int, wrt: list[int], seed: int | None = None, truncate: int | None = None) -> dict[int, int]:
     """Append the gradient of `loss` (a scalar, or seeded by the cotangent node `seed`) with respect to
-    each node in wrt; returns {w: its gradient node}. A w that the loss does not depend on gets zeros."""
+    each node in wrt; returns {w: its gradient node}. A w that the loss does not depend on gets zeros.
+
+    truncate: truncated backpropagation through time. Every scan's steps are cut into chunks of this many
+    steps (counted from the first position), and no gradient flows through the carry from one chunk into
+    the one before it; within a chunk it is exact."""
     if seed is None:
         seed = Emitter(g, g.node(loss)["span"])("fill", shape=(), value=1.0, dtype=g.type(loss).dtype)
-    return vjp_graph(g, [(loss, seed)], wrt)
+    return vjp_graph(g, [(loss, seed)], wrt, truncate)
 
 
-def vjp_graph(g: Graph, seeds: list[tuple[int, int]], wrt: list[int]) -> dict[int, int]:
+def vjp_graph(g: Graph, seeds: list[tuple[int, int]], wrt: list[int], truncate: int | None = None) -> dict[int, int]:
     """Cotangents of the nodes in wrt, given cotangents (seeds) of some nodes of g, appended to g."""
     keep = set()
     for out, _ in seeds:
@@ -113,7 +117,7 @@ def vjp_graph(g: Graph, seeds: list[tuple[int, int]], wrt: list[int]) -> dict[in
             if not outs:
                 continue
             e = Emitter(g, d["span"], f"grad/{d['name']}")
-            in_cts = _scan_vjp(e, n, outs)
+            in_cts = _scan_vjp(e, n, outs, truncate)
         else:
             if not parts or n in wrt:
                 continue
@@ -149,7 +153,7 @@ def copy_graph(b: Graph) -> Graph:
     return c
 
 
-def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int]) -> list:
+def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None = None) -> list:
     """Backpropagation through time: a reverse scan over the steps, whose body recomputes one forward
     step from the carry saved before it and applies the body's VJP."""
     g = e.g
@@ -203,16 +207,23 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int]) -> list:
         m = be("reshape", mask, shape=(t.shape[0],) + (Dim.const(1),) * (t.rank - 1))
         return be("select", m, ct, be.const(0.0, t.dtype))
 
+    cut_in = []
+    if truncate:
+        cut_in = [bb.add("input", [], {"name": "keep", "role": "sequence"}, TType((Dim.const(1),), "bool"),
+                         d["span"], "keep")]
     outs = [x for _, x in body.outputs]
     seeds = [(outs[i], masked(ct_c_in[i])) for i in range(nc)] + [(outs[nc + j], masked(ct_y_in[j])) for j in range(ny)]
     float_x = [i for i in range(ns) if g.type(seqs[i]).dtype in FLOATS]
     wrt = [c_in[i] for i in range(nc)] + [cap_nodes[k] for k in float_caps] + [x_in[i] for i in float_x]
-    gr = vjp_graph(bb, seeds, wrt)
+    gr = vjp_graph(bb, seeds, wrt, truncate)
     new_acc = [be("add", acc_in[j], gr[cap_nodes[k]]) for j, k in enumerate(float_caps)]
     new_ct_c = [gr[c_in[i]] for i in range(nc)]
+    if cut_in:  # at the first step of a chunk, nothing flows back into the chunk before
+        keep = be("cast", cut_in[0], dtype=be.type(new_ct_c[0]).dtype) if new_ct_c else None
+        new_ct_c = [be("mul", c, be("reshape", keep, shape=(Dim.const(1),) * be.type(c).rank)) for c in new_ct_c]
     if mask is not None:  # a skipped step hands the carry's cotangent on unchanged
         new_ct_c = [be("add", masked(c), be("sub", ct_c_in[i], masked(ct_c_in[i]))) for i, c in enumerate(new_ct_c)]
-    bb.inputs = list(x_in) + list(c_in) + ct_y_in + valid_in + ct_c_in + acc_in
+    bb.inputs = list(x_in) + list(c_in) + ct_y_in + valid_in + cut_in + ct_c_in + acc_in
     bb.outputs = ([(f"carry:ct_c{i}", new_ct_c[i]) for i in range(nc)] +
                   [(f"carry:acc{k}", v) for k, v in zip(float_caps, new_acc)] +
                   [(f"yield:ct_x{i}", gr[x_in[i]]) for i in float_x])
@@ -229,11 +240,23 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int]) -> list:
         pos = e("iota", shape=shape, axis=ax, dtype=lt.dtype)
         lens = e("reshape", lengths, shape=(Dim.const(1), lt.shape[0]) if ax == 0 else (lt.shape[0], Dim.const(1)))
         valid = [e("lt", pos, lens)]
+    keep = []
+    if truncate:
+        # keep[t] is false at the first position of each chunk: position t with t % truncate == 0, t > 0.
+        shape = (steps, Dim.const(1)) if ax == 0 else (Dim.const(1), steps)
+        pos = e("iota", shape=shape, axis=ax, dtype="i64")
+        k = e.g.add("constant", [], {"value": np.asarray(truncate, np.int64), "dtype": "i64"}, TType((), "i64"),
+                    e.span, f"{e.name}/const")
+        boundary = e("eq", e("mul", e("cast", e("floor", e("div", e("cast", pos, dtype="f64"),
+                                                           e.const(float(truncate), "f64"))), dtype="i64"), k), pos)
+        keep = [e("not", e("and", boundary, e("gt", pos, _int_const(e, 0))))]
+        if ax > 1:
+            raise NotImplementedError("truncated BPTT along an axis past 1")
     # Forward went one way over the valid steps; backward goes the other way over every step, the mask
     # making the padding steps pass-throughs (so no `lengths` here).
-    b_ins = seqs + saved + ct_ys + valid + ct_final + zeros_acc + bb.capture_list
+    b_ins = seqs + saved + ct_ys + valid + keep + ct_final + zeros_acc + bb.capture_list
     b_types = [g.type(seqs[i]) for i in float_x] + ctypes + [g.type(caps[k]) for k in float_caps]
-    back = g.add("scan", b_ins, {"body": bb, "axis": ax, "reverse": not a["reverse"], "n_seqs": ns + nc + ny + len(valid),
+    back = g.add("scan", b_ins, {"body": bb, "axis": ax, "reverse": not a["reverse"], "n_seqs": ns + nc + ny + len(valid) + len(keep),
                                  "n_carries": nc + len(float_caps), "n_yields": len(float_x),
                                  "has_lengths": False}, b_types, d["span"], f"grad/{d['name']}")
     res = [g.add("tuple_get", [back], {"index": i}, t, d["span"], f"grad/{d['name']}.{i}") for i, t in enumerate(b_types)]

@@ -63,7 +63,7 @@ def build_step(g: Graph, settings: dict, phase: dict | None = None) -> Step:
     total = loss
     for reg in settings.get("regularize") or []:
         total = e("add", total, _penalty(e, g, reg, weights, dtype))
-    grads = grad(g, total, weights)
+    grads = grad(g, total, weights, truncate=ps.get("truncate"))
     gs = [grads[w] for w in weights]
     clip = ps.get("clip")
     if clip:
