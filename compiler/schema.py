@@ -62,7 +62,7 @@ TRAIN_SETTINGS = {
     "early_stopping": ("call", EARLY_STOPPING),
     "epochs": ("int", None),
     "batch_size": ("int", None),
-    "update": ("str", ("batch", "case", "epoch")),
+    "updating": ("str", ("batch", "case", "epoch")),  # mini-batch, per example (case), or per epoch
     "freeze": ("names", None),
     "truncate": ("int", None),
     "validation_split": ("float", None),

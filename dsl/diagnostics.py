@@ -222,7 +222,7 @@ output type."""),
     "E0213": ("invalid compile-time value", """A compile-time computation failed: division by zero, a non-integer
 where an integer is needed, an index out of range."""),
     "E0301": ("unknown train setting", """The `train` section accepts: loss, target, optimizer, schedule, regularize,
-clip, metrics, epochs, batch_size, early_stopping, update, freeze, truncate, validation_split, data, seed,
+clip, metrics, epochs, batch_size, early_stopping, updating, freeze, truncate, validation_split, data, seed,
 `target` declarations, `let NAME = ...` local values and `step` phases. The message suggests the closest one."""),
     "E0302": ("invalid train setting", """A train setting has a value of the wrong kind: an unknown optimizer or
 schedule, an unknown hyperparameter, or a loss that is not a scalar."""),

@@ -200,7 +200,7 @@ class Model:
                                {k: v[cut:] for k, v in feeds.items() if k in self.target_names})
             feeds = {k: v[:cut] for k, v in feeds.items()}
             n = cut
-        mode = s.get("update", "batch")
+        mode = s.get("updating", "batch")
         batch_size = 1 if mode == "case" else n if mode == "epoch" else (batch_size or s.get("batch_size", 32))
         opt = s.get("optimizer") or {"name": "sgd", "args": {"lr": 0.01}}
         lr0 = lr if lr is not None else opt["args"]["lr"]

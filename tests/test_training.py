@@ -126,3 +126,112 @@ def test_mlp_learns_digits():
     m = Model("mlp", seed=0)
     m.fit(x[tr], y[tr], epochs=15, batch_size=32)
     assert (m.predict(x[te]).argmax(1) == y[te]).mean() >= 0.97
+
+
+def test_course_backpropagation_example_through_the_api(write):
+    """Han and Kamber's 3-2-1 sigmoid network, x = (1, 0, 1), target 1, one step of gradient descent at
+    learning rate 0.9: the printed updated weights, to their printed decimals (the book rounds its
+    intermediate values, so exact arithmetic agrees within one unit of the last decimal)."""
+    from tests.test_gradients import BACKPROP
+    m = Model(str(write(BACKPROP)))
+    m.params.update({"hidden/W": np.array([[0.2, -0.3], [0.4, 0.1], [-0.5, 0.2]], np.float32),
+                     "hidden/b": np.array([-0.4, 0.2], np.float32), "output/W": np.array([[-0.3], [-0.2]], np.float32),
+                     "output/b": np.array([0.1], np.float32)})
+    out = m.predict(np.array([[1.0, 0.0, 1.0]], np.float32))
+    assert abs(float(out[0, 0]) - 0.474) < 1e-3
+    m.fit(np.array([[1.0, 0.0, 1.0]], np.float32), np.array([[1.0]], np.float32), epochs=1, batch_size=1)
+    near = lambda got, want, d: np.testing.assert_allclose(np.ravel(got), np.ravel(want), rtol=0, atol=10.0 ** -d)  # noqa: E731
+    near(m.params["output/W"], [-0.261, -0.138], 3)
+    near(m.params["hidden/W"], [[0.192, -0.306], [0.4, 0.1], [-0.508, 0.194]], 3)
+    near(m.params["hidden/b"], [-0.408, 0.194], 3)
+    near(m.params["output/b"], [0.218], 3)
+
+
+SMALL = """model s(x: f32[B, 4]) -> (y: f32[B, 2]) {
+    h = dense(x, 8, act=relu) as body
+    y = dense(h, 2) as head
+    return y
+} train {
+    target t: i64[B]
+    loss = sparse_categorical_crossentropy(y, t)
+    optimizer = sgd(lr=0.1)
+    EXTRA
+}
+"""
+
+
+def _toy(n=64, seed=0):
+    r = np.random.default_rng(seed)
+    x = r.normal(size=(n, 4)).astype(np.float32)
+    return x, (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+
+
+def test_freeze_keeps_a_layer(write):
+    m = Model(str(write(SMALL.replace("EXTRA", "freeze = [body]"))))
+    before = {k: v.copy() for k, v in m.params.items()}
+    m.fit(*_toy(), epochs=2, batch_size=16)
+    assert np.array_equal(m.params["body/W"], before["body/W"]) and not np.array_equal(m.params["head/W"], before["head/W"])
+
+
+def test_case_and_epoch_updating(write):
+    x, y = _toy(20)
+    steps = {}
+    for mode in ("case", "epoch", "batch"):
+        m = Model(str(write(SMALL.replace("EXTRA", f'updating = "{mode}"\n    batch_size = 5'), name=f"{mode}.dln")))
+        m.fit(x, y, epochs=2)
+        steps[mode] = m.step_count
+    assert steps == {"case": 40, "epoch": 2, "batch": 8}
+
+
+def test_early_stopping_restores_the_best(write):
+    m = Model(str(write(SMALL.replace("EXTRA", "early_stopping = early_stopping(monitor=\"val_loss\", patience=2)\n"
+                                              "    optimizer = sgd(lr=5.0)").replace("    optimizer = sgd(lr=0.1)\n", ""))))
+    x, y = _toy(64)
+    h = m.fit(x, y, epochs=30, batch_size=8, validation_data=(x[:16], y[:16]))
+    best = int(np.argmin(h.history["val_loss"]))
+    assert h.stopped_early and h.best_epoch == best and h.epochs == best + 3
+    assert abs(m.evaluate(x[:16], y[:16])["loss"] - h.history["val_loss"][best]) < 1e-5
+
+
+def test_norm_clipping_and_max_norm(write):
+    src = SMALL.replace("EXTRA", "clip = norm(0.001)\n    regularize = [max_norm(0.5)]")
+    m = Model(str(write(src)))
+    before = {k: v.copy() for k, v in m.params.items()}
+    m.train_on_batch(dict(zip(["x", "t"], _toy(16))), lr=1.0)
+    moved = sum(float(np.sum((m.params[k] - before[k]) ** 2)) for k in m.params if k.endswith("b"))
+    assert np.linalg.norm(m.params["body/W"], axis=0).max() <= 0.5 + 1e-5
+    assert moved <= 1e-6 + 1e-12  # biases moved by at most lr * 0.001 in norm
+
+
+def test_batchnorm_running_statistics_update(write):
+    src = """model b(x: f32[B, 3]) -> (y: f32[B, 3]) {
+    y = batchnorm(x) as bn
+    return y
+} train {
+    loss = mean(y * y)
+    optimizer = sgd(lr=0.0)
+}
+"""
+    m = Model(str(write(src)))
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(256, 3)).astype(np.float32)
+    m.fit({"x": x}, None, epochs=80, batch_size=256)  # momentum 0.1: 1 - 0.9^80 of the way there
+    np.testing.assert_allclose(m.params["bn/running_mean"], x.mean(0), rtol=0.05)
+    np.testing.assert_allclose(m.params["bn/running_var"], x.var(0, ddof=1), rtol=0.05)
+
+
+def test_gan_phases_alternate():
+    m = Model("gan", seed=0)
+    g = m.infer
+    names = [n for n in g.inputs]
+    feeds = {}
+    for n in g.inputs:
+        t = g.type(n)
+        feeds[g.node(n)["name"]] = np.random.default_rng(1).uniform(size=[8] + [int(d.value) for d in t.shape[1:]]).astype(np.float32)
+    before = {k: v.copy() for k, v in m.params.items()}
+    m.train_on_batch(feeds, lr=0.01, phase_index=0)
+    d_moved = {k for k in m.params if not np.array_equal(m.params[k], before[k])}
+    assert d_moved and all(k.startswith("D/") for k in d_moved), d_moved
+    before = {k: v.copy() for k, v in m.params.items()}
+    m.train_on_batch(feeds, lr=0.01, phase_index=1)
+    g_moved = {k for k in m.params if not np.array_equal(m.params[k], before[k])}
+    assert g_moved and not any(k.startswith("D/") for k in g_moved), g_moved
