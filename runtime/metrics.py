@@ -206,7 +206,9 @@ def _regression(y_true, y_pred):
 
 
 def _check_int(name: str, v, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+    # the front end lets a float stand where the schema's default is an int: take 2.0 as 2
+    if (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v)
+            or v != int(v) or v < low):
         raise MetricError(f"`{name}` must be an integer >= {low}, got {v!r}")
     return int(v)
 
