@@ -10,7 +10,7 @@ Specs (options follow `?` like a URL query: `copy?length=20&symbols=8`):
 | `sklearn:digits` | f32[N, 64], pixels / 16, in [0, 1] | i64[N] | 10 |
 | `sklearn:iris`, `sklearn:breast_cancer`, `sklearn:wine` | f32[N, F], standardised with the train split's mean and std | i64[N] | 3, 2, 3 |
 | `xor` | f32[4, 2], the four points | f32[4, 1] | None |
-| `spirals?n=400&noise=0.05` | f32[N, 2], two interleaved spirals of radius 1, Gaussian noise of std `noise` | i64[N] | 2 |
+| `spirals?n=400&noise=0.05` | f32[N, 2], two interleaved spirals of radius 1 and 1.5 turns, Gaussian noise of std `noise` | i64[N] | 2 |
 | `sine?n=500&noise=0.1` | f32[N, 1] uniform in [-pi, pi] | f32[N, 1] sin(x) + noise | None |
 | `sine_seq?n=256&length=50&noise=0.05` | f32[N, T, 1] windows of sin(phase + 0.2 t) + noise, random phase | f32[N, T, 1] the next values | None |
 | `copy?n=1000&length=10&symbols=8` | i64[N, 2L+1]: L symbols in 1..K, the delimiter K+1, L blanks (0) | i64[N, 2L+1]: L+1 blanks, then the L symbols | K+2 |
@@ -419,9 +419,22 @@ def _load_text(path: str, opt: dict, seed: int) -> Dataset:
 # ------------------------------------------------------------------------------------------- files
 
 
+def _f32(a: np.ndarray, name: str, where: str, line_of=None) -> np.ndarray:
+    # A finite float64 past float32's range would only become infinity in the cast: say so instead.
+    if a.dtype.itemsize > 4 and a.dtype.kind == "f":
+        _finite(a, name, where, line_of)
+        big = np.abs(a) > np.finfo(np.float32).max
+        if big.any():
+            idx = tuple(int(i) for i in np.argwhere(big)[0])
+            raise DataError(f"`{name}` has {a[idx]:g} at index {idx[0] if len(idx) == 1 else idx}, beyond "
+                            f"float32's range", where=line_of(idx[0]) if line_of else where,
+                            help="rescale the data")
+    return a.astype(np.float32)
+
+
 def _as_features(a: np.ndarray, name: str, where: str) -> np.ndarray:
     if a.dtype.kind in "fb":
-        return a.astype(np.float32)
+        return _f32(a, name, where)
     if a.dtype.kind in "iu":
         return a.astype(np.int64)  # token ids stay integers
     raise DataError(f"`{name}` has dtype {a.dtype}; features must be numbers", where=where)
@@ -431,7 +444,7 @@ def _as_targets(a: np.ndarray, name: str, where: str) -> np.ndarray:
     if a.dtype.kind in "iub":
         return a.astype(np.int64)
     if a.dtype.kind == "f":
-        return a.astype(np.float32)
+        return _f32(a, name, where)
     raise DataError(f"`{name}` has dtype {a.dtype}; targets must be numbers", where=where)
 
 
@@ -524,9 +537,7 @@ def _load_csv(path: str, seed: int) -> Dataset:
     data = np.array(feats, dtype=np.float64)
     y = np.array(labels_i, dtype=np.int64) if ints else data[:, -1]
     line_of = lambda i: f"{path}:{lines[i]}"  # noqa: E731
-    # Checked in float64 first: a value past float32's range only becomes infinity in the cast.
-    _validate(data[:, :-1], y, path, line_of=line_of)
-    x, y = data[:, :-1].astype(np.float32), y if ints else y.astype(np.float32)
+    x, y = _f32(data[:, :-1], "x", path, line_of), y if ints else _f32(y, "y", path, line_of)
     _validate(x, y, path, line_of=line_of)
     return _from_split(path, x, y, seed, f"{path}, {len(feats)} rows", _classes(y))
 
