@@ -65,7 +65,7 @@ def _dataset(args, model):
 def _fit_arrays(model, ds, shapes, tt, split):
     from runtime.data import fit_to
     x = getattr(ds, f"x_{split}")
-    y = getattr(ds, f"y_{split}")
+    y = getattr(ds, f"y_{split}") if tt is not None else None  # a model without targets trains on inputs alone
     x = fit_to(x, shapes[0]) if shapes and None not in shapes[0] else x
     x = x.astype(np.float32) if model.infer.type(model.infer.inputs[0]).dtype.startswith("f") else x.astype(np.int64)
     if y is not None and tt is not None:
@@ -128,7 +128,8 @@ def cmd_train(args, argv) -> int:
         x, y = _fit_arrays(model, ds, shapes, tt, "train")
         xv, yv = _fit_arrays(model, ds, shapes, tt, "test")
     except DataError as e:
-        return _fail(str(e), getattr(e, "help", None), getattr(e, "where", None))
+        print(f"error: {e}", file=sys.stderr)  # a DataError reads `where: message` and its help line
+        return 1
     out = Path(args.out or f"runs/{model.infer.name}")
     if out.exists():
         if not args.force:
@@ -228,7 +229,8 @@ def cmd_eval(args, argv) -> int:
         render_all(e.diagnostics, e.sources)
         return 1
     except DataError as e:
-        return _fail(str(e), getattr(e, "help", None), getattr(e, "where", None))
+        print(f"error: {e}", file=sys.stderr)  # a DataError reads `where: message` and its help line
+        return 1
     except (ValueError, OSError) as e:
         return _fail(str(e))
     logs = model.evaluate(xv, yv)
@@ -248,7 +250,8 @@ def cmd_predict(args, argv) -> int:
         render_all(e.diagnostics, e.sources)
         return 1
     except DataError as e:
-        return _fail(str(e), getattr(e, "help", None), getattr(e, "where", None))
+        print(f"error: {e}", file=sys.stderr)  # a DataError reads `where: message` and its help line
+        return 1
     except (ValueError, OSError) as e:
         return _fail(str(e))
     pred = model.predict(x)

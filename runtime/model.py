@@ -136,8 +136,12 @@ class Model:
             return {}
         from . import metrics
         out = {}
+        names = [m["name"] for m in specs]
         for m in specs:
-            out[m["name"]] = float(metrics.compute(m["name"], y_true, y_pred, **m["args"]))
+            # top_k(k=1) and top_k(k=5) in one list keep apart by their arguments
+            key = m["name"] if names.count(m["name"]) == 1 else m["name"] + "(" + ",".join(
+                f"{k}={v}" for k, v in m["args"].items()) + ")"
+            out[key] = float(metrics.compute(m["name"], y_true, y_pred, **m["args"]))
         return out
 
     # ---- training
