@@ -460,13 +460,7 @@ def _(e, n, g):
     for gi in range(groups):
         xs = x if groups == 1 else e("slice", x, axis=1, start=Cg * gi, stop=Cg * (gi + 1))
         gs = g if groups == 1 else e("slice", g, axis=1, start=Kg * gi, stop=Kg * (gi + 1))
-        xt = e("transpose", xs, perm=[1, 0] + list(range(2, tx.rank)))  # [C, N, *S]
-        gt = e("transpose", gs, perm=[1, 0] + list(range(2, tx.rank)))  # [K, N, *O]
-        corr = e("conv", xt, gt, stride=dil, pad=pad, dilation=stride, round="floor")  # [C, K, *k']
-        for i in range(ns):
-            if e.type(corr).shape[2 + i] != tw.shape[2 + i]:
-                corr = e("slice", corr, axis=2 + i, start=0, stop=tw.shape[2 + i])
-        parts.append(e("transpose", corr, perm=[1, 0] + list(range(2, tx.rank))))  # [K, C, *k]
+        parts.append(_correlate(e, gs, xs, stride, pad, dil, tw.shape[2:]))  # [K, C, *k]
     gw = parts[0] if groups == 1 else e("concat", *parts, axis=0)
     return [gx, gw]
 
@@ -483,13 +477,20 @@ def _(e, n, g):
     gx = e("conv", g, w, stride=stride, pad=pad, dilation=dil, round="floor")  # w [C, K, *k] as conv's [out, in]
     if e.type(gx).shape != tx.shape:
         gx = _crop_to(e, gx, tx.shape)
-    gt = e("transpose", g, perm=[1, 0] + list(range(2, tx.rank)))  # [K, N, *O]
-    xt = e("transpose", x, perm=[1, 0] + list(range(2, tx.rank)))  # [C, N, *S]
-    corr = e("conv", gt, xt, stride=dil, pad=pad, dilation=stride, round="floor")  # [K, C, *k']
-    for i in range(ns):
-        if e.type(corr).shape[2 + i] != tw.shape[2 + i]:
-            corr = e("slice", corr, axis=2 + i, start=0, stop=tw.shape[2 + i])
-    return [gx, e("transpose", corr, perm=[1, 0] + list(range(2, tx.rank)))]
+    return [gx, _correlate(e, x, g, stride, pad, dil, tw.shape[2:])]  # [C, K, *k]
+
+
+def _correlate(e, a, b, stride, pad, dil, kshape):
+    """sum over the batch and positions of b[n, o, i*s + j*d - p] * a[n, c, i]: a filter's gradient, as a
+    convolution with the batch as the contracted axis (channels become the batch; stride and dilation
+    swap). Returns [C_a, C_b, *kshape]: the filter laid out [out, in] when a is the output's cotangent."""
+    rank = e.type(a).rank
+    perm = [1, 0] + list(range(2, rank))
+    bt = e("transpose", b, perm=perm)  # [C_b, N, *S]
+    at = e("transpose", a, perm=perm)  # [C_a, N, *O]
+    corr = e("conv", bt, at, stride=dil, pad=pad, dilation=stride, round="floor")  # [C_b, C_a, *k']
+    corr = _crop_to(e, corr, e.type(corr).shape[:2] + tuple(kshape))
+    return e("transpose", corr, perm=perm)
 
 
 def _crop_to(e, v, shape):

@@ -217,43 +217,39 @@ class _NoBar:
         pass
 
 
-def cmd_eval(args, argv) -> int:
+def _saved_model_and_data(args):
+    """The model with its saved weights and the held-out split of the data, or an exit status."""
     from runtime.data import DataError
     from runtime.model import ModelError
     try:
         model = _load_model(args, Sources())
         model.load_weights(args.weights)
         ds, shapes, tt = _dataset(args, model)
-        xv, yv = _fit_arrays(model, ds, shapes, tt, "test")
+        return model, *_fit_arrays(model, ds, shapes, tt, "test")
     except ModelError as e:
         render_all(e.diagnostics, e.sources)
-        return 1
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)  # a DataError reads `where: message` and its help line
-        return 1
     except (ValueError, OSError) as e:
-        return _fail(str(e))
+        _fail(str(e))
+    return None
+
+
+def cmd_eval(args, argv) -> int:
+    loaded = _saved_model_and_data(args)
+    if loaded is None:
+        return 1
+    model, xv, yv = loaded
     logs = model.evaluate(xv, yv)
     print("  ".join(f"{k} {v:.4f}" for k, v in logs.items()))
     return 0
 
 
 def cmd_predict(args, argv) -> int:
-    from runtime.data import DataError
-    from runtime.model import ModelError
-    try:
-        model = _load_model(args, Sources())
-        model.load_weights(args.weights)
-        ds, shapes, tt = _dataset(args, model)
-        x, _ = _fit_arrays(model, ds, shapes, tt, "test")
-    except ModelError as e:
-        render_all(e.diagnostics, e.sources)
+    loaded = _saved_model_and_data(args)
+    if loaded is None:
         return 1
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)  # a DataError reads `where: message` and its help line
-        return 1
-    except (ValueError, OSError) as e:
-        return _fail(str(e))
+    model, x, _ = loaded
     pred = model.predict(x)
     if args.output:
         outp = Path(args.output)
