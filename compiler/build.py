@@ -21,7 +21,7 @@ from dsl.loader import Program, zoo_dir
 
 from . import schema
 from .dims import Dim, shape_str, solve
-from .graph import DTYPES, FLOATS, INTS, Graph, Instance, TType
+from .graph import DTYPES, INTS, Graph, Instance, TType
 from .ops import BINARY_OPERATORS, INTERNAL, OPS, Op, ShapeError
 
 
@@ -596,7 +596,7 @@ class Elaborator:
             n = self.eval(s.count, frame)
             n = _num(n) if n is not POISON else None
             if not isinstance(n, int) or n < 0:
-                raise ElabError("E0108", f"`repeat` needs a non-negative integer count", s.count.span)
+                raise ElabError("E0108", "`repeat` needs a non-negative integer count", s.count.span)
             if n > MAX_UNROLL:
                 raise ElabError("E0213", f"`repeat {n}` would unroll more than {MAX_UNROLL:,} copies", s.count.span,
                                 help="for a loop over time or tokens, use `scan`, which is not unrolled")
@@ -664,7 +664,6 @@ class Elaborator:
 
     def _format(self, msg: A.Str, frame):
         text, out, i = msg.value, [], 0
-        from dsl.parser import _lark
         while i < len(text):
             if text.startswith("{{", i) or text.startswith("}}", i):
                 out.append(text[i])
@@ -976,7 +975,7 @@ class Elaborator:
             if isinstance(a, float) or isinstance(b, float):
                 na, nb = _num(a), _num(b)
                 if na is None or nb is None:
-                    raise ElabError("E0213", f"a symbolic dimension cannot be combined with a float here", e.span)
+                    raise ElabError("E0213", "a symbolic dimension cannot be combined with a float here", e.span)
                 a, b = na, nb
             else:
                 da, db = Dim.of(a), Dim.of(b)

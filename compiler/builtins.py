@@ -3,9 +3,8 @@ float) and conveniences that expand into primitives (zeros, ones, full, split, s
 from __future__ import annotations
 
 from .dims import Dim, dmax, dmin
-from .graph import DTYPES
 
-from .build import POISON, DimPack, DType, ElabError, TVal, _num, kind_of
+from .build import DimPack, DType, ElabError, TVal, _num, kind_of
 
 
 def call_builtin(el, name, pos, kw, e, frame):

@@ -154,7 +154,7 @@ def to_dot(g: Graph) -> str:
             attr, label = "shape=plaintext", f"const {_esc(ttext)}"
         else:
             attr, label = "", f"{d['op']}\\n{_esc(ttext)}"
-        stmt = f'  n{n} [label="{_esc(label) if False else label}"{", " + attr if attr else ""}];'
+        stmt = f'  n{n} [label="{label}"{", " + attr if attr else ""}];'
         top = d["name"].split("/")[0] if "/" in d["name"] else ""
         clusters.setdefault(top, []).append(stmt)
     for i, (name, stmts) in enumerate(clusters.items()):

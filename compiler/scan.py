@@ -15,7 +15,6 @@ from dsl import ast as A
 from dsl.diagnostics import Note
 
 from .build import POISON, ElabError, Frame, TVal, _PoisonSeen, _Return, _num, kind_of
-from .dims import shape_str
 from .graph import INTS, Graph, TType
 from .ops import ShapeError, norm_axis
 
@@ -105,7 +104,7 @@ def elaborate_scan(el, e: A.Scan, frame: Frame):
     if len(body.scan_yields) > 1:
         raise ElabError("E0211", "a scan body must `yield` once per step", body.scan_yields[1][1])
     yields = body.scan_yields[0][0] if body.scan_yields else []
-    outs, types = [], []
+    types = []
     for c, v in carries:
         new = body.env.get(c.name)
         if new is POISON or any(y is POISON for y in yields):

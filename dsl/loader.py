@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast as A
-from .diagnostics import Diagnostic, DiagnosticError, Note, Sources, Span, suggest
+from .diagnostics import Diagnostic, DiagnosticError, Note, Sources, suggest
 from .parser import parse
 
 _HERE = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ from lark import Lark, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast as A
-from .diagnostics import Diagnostic, DiagnosticError, Note, Span
+from .diagnostics import Diagnostic, DiagnosticError, Span
 
 _HERE = Path(__file__).resolve().parent
 

@@ -7,7 +7,6 @@ for gradient checks. Random numbers: counter-based, a pure function of (seed, st
 backend that draws element i of node n at step s gets the same number in any order."""
 from __future__ import annotations
 
-import zlib
 
 import numpy as np
 

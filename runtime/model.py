@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.check import check
-from dsl.diagnostics import DiagnosticError, Sources, render
+from dsl.diagnostics import Sources, render
 
 from . import interpreter
 from .initializers import init_params

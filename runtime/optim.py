@@ -21,10 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from compiler.autodiff import Emitter, grad
-from compiler.dims import Dim
 from compiler.graph import Graph, TType
 
 SLOTS = {"gd": [], "sgd": [], "momentum": ["velocity"], "nesterov": ["velocity"], "adagrad": ["accum"],

@@ -1,6 +1,5 @@
 """The graph IR and elaboration: operand order, scoped names, sharing and tying, scans as subgraphs,
 re-inference of shapes."""
-import pytest
 
 from compiler.check import check
 from compiler.dims import Dim

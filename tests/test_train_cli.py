@@ -1,7 +1,6 @@
 """`dlc train`, `eval` and `predict` as a user runs them: files written, nothing overwritten, bad data
 stopped before any output, a diverging run stopped with its cause."""
 import json
-import os
 
 import numpy as np
 import pytest

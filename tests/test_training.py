@@ -1,6 +1,5 @@
 """Training: each optimizer's first updates against its published formula, schedules, regularizers,
 clipping, weights files, and learning on real data."""
-import math
 
 import numpy as np
 import pytest
@@ -222,7 +221,6 @@ def test_batchnorm_running_statistics_update(write):
 def test_gan_phases_alternate():
     m = Model("gan", seed=0)
     g = m.infer
-    names = [n for n in g.inputs]
     feeds = {}
     for n in g.inputs:
         t = g.type(n)
