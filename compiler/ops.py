@@ -577,7 +577,6 @@ BINARY_OPERATORS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow",
 # every compiled backend must agree with them. `ctx` evaluates symbolic sizes (`ctx.dim`), maps dtypes
 # (`ctx.dtype`) and draws counter-based random numbers (`ctx.uniform`).
 import numpy as _np  # noqa: E402
-from scipy import special as _special  # noqa: E402
 
 
 def implements(*names):
@@ -593,8 +592,13 @@ def _stable_sigmoid(x):
     return _np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _erf(x):
+    from scipy import special  # imported when first needed: it costs a third of a second at start-up
+    return special.erf(x)
+
+
 _UNARY_IMPLS = {"exp": _np.exp, "log": _np.log, "log1p": _np.log1p, "sqrt": _np.sqrt, "tanh": _np.tanh,
-                "sigmoid": _stable_sigmoid, "atan": _np.arctan, "sin": _np.sin, "cos": _np.cos, "erf": _special.erf,
+                "sigmoid": _stable_sigmoid, "atan": _np.arctan, "sin": _np.sin, "cos": _np.cos, "erf": _erf,
                 "floor": _np.floor, "neg": _np.negative, "abs": _np.abs, "sign": _np.sign, "not": _np.logical_not}
 _BINARY_IMPLS = {"add": _np.add, "sub": _np.subtract, "mul": _np.multiply, "div": _np.divide, "pow": _np.power,
                  "maximum": _np.maximum, "minimum": _np.minimum, "eq": _np.equal, "ne": _np.not_equal,

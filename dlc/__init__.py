@@ -8,6 +8,12 @@
 from compiler import __version__
 from compiler.check import Checked, check
 from compiler.report import summary, to_dot
-from runtime.model import Model, load
-
 __all__ = ["__version__", "check", "Checked", "summary", "to_dot", "Model", "load"]
+
+
+def __getattr__(name):
+    # The runtime (NumPy interpreter, training) loads only when used, so `dlc check` starts fast.
+    if name in ("Model", "load"):
+        from runtime import model
+        return getattr(model, name)
+    raise AttributeError(name)
