@@ -97,3 +97,23 @@ def test_train_mlp_on_digits_end_to_end(dlc, tmp_path):
     assert acc >= 0.96, final
     rc, ev, err = dlc("eval", "mlp", "--weights", out / "best.npz")
     assert rc == 0 and f"accuracy {acc:.4f}" in ev
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(dlc, tmp_path, monkeypatch):
+    from runtime.model import Model
+    calls = {"n": 0}
+    real = Model.train_on_batch
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first batch of the third epoch (xor: one batch per epoch)
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Model, "train_on_batch", interrupted)
+    out = tmp_path / "run"
+    rc, stdout, err = dlc("train", "xor", "--epochs", "10", "--out", out)
+    assert rc == 130 and "interrupted" in err and "last.npz" in err
+    assert (out / "last.npz").is_file() and (out / "checkpoints" / "epoch-002.npz").is_file()
+    assert not (out / "checkpoints" / "epoch-003.npz").exists()
+    assert len(json.loads((out / "history.json").read_text())) == 2
