@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, metavar="X", help="learning rate (overrides the optimizer's)")
     t.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL)")
     t.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    t.add_argument("--resume", action="store_true", help="continue the run in DIR from its last complete epoch")
     ev = sub.add_parser("eval", help="evaluate weights on the held-out split of a dataset")
     run_args(ev, True)
     pr = sub.add_parser("predict", help="run a model on data and print or save its predictions")

@@ -131,15 +131,30 @@ def cmd_train(args, argv) -> int:
         print(f"error: {e}", file=sys.stderr)  # a DataError reads `where: message` and its help line
         return 1
     out = Path(args.out or f"runs/{model.infer.name}")
-    if out.exists():
+    history_rows, start = [], 0
+    if args.resume:
+        try:
+            model.load_weights(out / "last.npz")
+            start = model.load_training_state(out / "train_state.npz")
+            history_rows = json.loads((out / "history.json").read_text())[:start]
+            if model.fit_state.get("stopper") and (out / "best.npz").exists():
+                with np.load(out / "best.npz", allow_pickle=False) as f:
+                    model.fit_state["best_params"] = {k: f[k] for k in f.files}
+        except (OSError, ValueError, KeyError) as e:
+            return _fail(f"cannot resume from `{out}`: {e}", "it needs the last.npz, train_state.npz and "
+                         "history.json of an earlier `dlc train` run")
+    elif out.exists():
         if not args.force:
-            return _fail(f"`{out}` already exists", "pass --force to replace it, or choose another --out")
+            return _fail(f"`{out}` already exists", "pass --force to replace it, --resume to continue it, "
+                         "or choose another --out")
         shutil.rmtree(out)
-    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     epochs = args.epochs or model.settings.get("epochs", 10)
-    history_rows = []
-    state = {"best": None, "t0": time.time(), "bar": None}
     monitor = (model.settings.get("early_stopping") or {}).get("args", {}).get("monitor", "val_loss")
+    state = {"best": None, "t0": time.time(), "bar": None}
+    if history_rows:  # resuming: the best so far is in the history
+        vals = [r.get(monitor, r.get("loss")) for r in history_rows]
+        state["best"] = max(vals) if "acc" in monitor else min(vals)
     bar_factory = _progress()
     batch = args.batch_size or model.settings.get("batch_size", 32)
     steps_per_epoch = max(1, -(-len(x) // batch))
@@ -157,6 +172,7 @@ def cmd_train(args, argv) -> int:
         ck = out / "checkpoints" / f"epoch-{epoch + 1:03d}.npz"
         m.save_weights(ck)
         shutil.copyfile(ck, out / ".last.npz")
+        m.save_training_state(out / "train_state.npz")
         os.replace(out / ".last.npz", out / "last.npz")
         value = logs.get(monitor, logs.get("loss"))
         better = "acc" in monitor and value > (state["best"] or -1e300) or "acc" not in monitor and value < (state["best"] or 1e300)
@@ -179,7 +195,7 @@ def cmd_train(args, argv) -> int:
     print(f"training {model.infer.name} on {ds.description}; writing to {out}/", flush=True)
     try:
         history = model.fit(x, y, epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            validation_data=(xv, yv), callbacks=[on_epoch], on_batch=on_batch)
+                            validation_data=(xv, yv), callbacks=[on_epoch], on_batch=on_batch, initial_epoch=start)
     except KeyboardInterrupt:
         if state["bar"] is not None:
             state["bar"].close()
@@ -189,7 +205,8 @@ def cmd_train(args, argv) -> int:
         if state["bar"] is not None:
             state["bar"].close()
         return _fail(str(e), f"the last good weights are in {out}/last.npz" if (out / "last.npz").exists() else None)
-    note = _plot(out, history.history)
+    full = {k: [r[k] for r in history_rows if k in r] for k in (history_rows[0] if history_rows else {}) if k != "epoch"}
+    note = _plot(out, full or history.history)
     if note:
         print(f"note: {note}")
     model.load_weights(out / "best.npz")

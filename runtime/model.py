@@ -78,6 +78,7 @@ class Model:
         self.slots: dict[str, np.ndarray] = {}
         self._steps: dict = {}
         self.step_count = 0
+        self.fit_state: dict | None = None  # where fit stands after each epoch, for resuming
 
     # ---- feeding
     def _feeds(self, x, names, what) -> dict:
@@ -190,7 +191,10 @@ class Model:
 
     def fit(self, x, y, epochs: int | None = None, batch_size: int | None = None, validation_data=None,
             validation_split: float | None = None, shuffle: bool | None = None, seed: int | None = None,
-            callbacks=(), lr: float | None = None, verbose: bool = False, on_batch=None) -> History:
+            callbacks=(), lr: float | None = None, verbose: bool = False, on_batch=None,
+            initial_epoch: int = 0) -> History:
+        """Train. With initial_epoch > 0 the run continues one that stopped after that many epochs: the
+        parameters, optimizer slots and `fit_state` (see resume_state) must be those it saved."""
         s = self.settings
         epochs = epochs if epochs is not None else s.get("epochs", 10)
         seed = self.seed if seed is None else seed
@@ -213,11 +217,19 @@ class Model:
         stop = s.get("early_stopping")
         stopper = _EarlyStopping(**stop["args"]) if stop else None
         phases = (self.infer.train or {}).get("phases") or []
-        rng = np.random.default_rng(seed)
         history = History()
         t = 0
-        for epoch in range(epochs):
-            order = rng.permutation(n) if shuffle else np.arange(n)
+        saved = self.fit_state if initial_epoch else None
+        if saved:
+            t, lr0 = saved["batches"], saved["lr0"]
+            if plateau is not None:
+                plateau.__dict__.update(saved["plateau"])
+            if stopper is not None:
+                stopper.__dict__.update(saved["stopper"])
+                stopper.best_params = saved.get("best_params")
+        for epoch in range(initial_epoch, epochs):
+            # Each epoch's order depends on (seed, epoch) alone, so a resumed run shuffles as the first did.
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
             losses, preds = [], []
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
@@ -250,13 +262,17 @@ class Model:
             if plateau is not None:
                 lr0 = plateau.end_epoch(logs, lr0)
             halt = False
-            for cb in callbacks:
-                halt = bool(cb(self, epoch, logs)) or halt
             if stopper is not None:
                 if stopper.update(self, epoch, logs):
                     history.stopped_early = True
                     halt = True
                 history.best_epoch = stopper.best_epoch
+            # Set before the callbacks run, so that a checkpoint written by one resumes after this epoch.
+            self.fit_state = {"epoch": epoch + 1, "batches": t, "lr0": lr0,
+                              "plateau": dict(plateau.__dict__) if plateau else {},
+                              "stopper": {k: v for k, v in stopper.__dict__.items() if k != "best_params"} if stopper else {}}
+            for cb in callbacks:
+                halt = bool(cb(self, epoch, logs)) or halt
             if halt:
                 break
         if stopper is not None and stopper.restore_best and stopper.best_params is not None:
@@ -289,6 +305,32 @@ class Model:
             if v.shape != self.params[k].shape:
                 raise ValueError(f"{path}: `{k}` has shape {v.shape}, the model needs {self.params[k].shape}")
         self.params = {k: v.astype(self.params[k].dtype) for k, v in loaded.items()}
+
+    def save_training_state(self, path: str) -> None:
+        """What resuming needs besides the weights: optimizer slots, counters, schedule and early-stopping
+        state. Slots go in an .npz, the rest in its `state` entry as JSON text."""
+        import json
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(prefix=".dlc-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
+        os.close(fd)
+        state = dict(self.fit_state or {}, step_count=self.step_count)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, state=np.asarray(json.dumps(state)), **{f"slot:{k}": v for k, v in self.slots.items()})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_training_state(self, path: str) -> int:
+        """Restore what save_training_state wrote; returns the number of epochs already done."""
+        import json
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            state = json.loads(str(f["state"]))
+            self.slots = {k[len("slot:"):]: f[k] for k in f.files if k.startswith("slot:")}
+        self.step_count = state.pop("step_count")
+        self.fit_state = state
+        return state.get("epoch", 0)
 
     def summary(self, depth: int = 1) -> str:
         from compiler.report import summary

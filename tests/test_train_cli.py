@@ -117,3 +117,34 @@ def test_ctrl_c_keeps_the_last_checkpoint(dlc, tmp_path, monkeypatch):
     assert (out / "last.npz").is_file() and (out / "checkpoints" / "epoch-002.npz").is_file()
     assert not (out / "checkpoints" / "epoch-003.npz").exists()
     assert len(json.loads((out / "history.json").read_text())) == 2
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(dlc, tmp_path, monkeypatch):
+    """Invariant 7: stop a run after 3 of 6 epochs, resume it, and get the same weights as a run that
+    was never interrupted (dropout's random numbers, Adam's moments and the shuffling included)."""
+    from runtime.model import Model
+    args = ["train", "mlp", "--data", "spirals?n=200", "--set", "inputs=2", "--set", "classes=2",
+            "--set", "h1=16", "--set", "h2=8", "--batch-size", "32", "--epochs", "6"]
+    rc, _, err = dlc(*args, "--out", tmp_path / "straight")
+    assert rc == 0, err
+    calls = {"n": 0}
+    real = Model.train_on_batch
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3 * 5 + 2:  # 160 train examples / 32 = 5 batches an epoch: stop inside epoch 4
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Model, "train_on_batch", interrupted)
+    rc, _, err = dlc(*args, "--out", tmp_path / "resumed")
+    assert rc == 130
+    monkeypatch.setattr(Model, "train_on_batch", real)
+    rc, out, err = dlc(*args, "--out", tmp_path / "resumed", "--resume")
+    assert rc == 0, err
+    assert "epoch 4/6" in out and "epoch 1/6" not in out
+    with np.load(tmp_path / "straight" / "last.npz") as a, np.load(tmp_path / "resumed" / "last.npz") as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
+    h = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4, 5, 6]
