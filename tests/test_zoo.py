@@ -30,7 +30,7 @@ def test_zoo_model_checks(name, training):
     assert all(types[(r.graph.name, n)] == r.graph.type(n) for n in r.graph.nodes())
 
 
-@pytest.mark.parametrize("name,expected", [("lenet5", 61_706), ("xor", 9), ("mlp", 64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10),
+@pytest.mark.parametrize("name,expected", [("lenet5", 61_706), ("xor", 9), ("mlp", 64 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10),
                                            ("char_lstm", 4 * (65 * 128 + 128 * 128 + 128) + 128 * 65 + 65)])
 def test_parameter_counts(name, expected):
     assert total(check(name)) == expected
