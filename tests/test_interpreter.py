@@ -180,7 +180,7 @@ def test_counter_based_random_numbers(write):
 
 
 def test_course_xor_with_relu(write):
-    g = check("xor").graph
+    g = check("xor", {"hidden": (None, 2)}).graph
     p = {"hidden_layer/W": [[1, 1], [1, 1]], "hidden_layer/b": [0, -1], "output/W": [[1], [-2]], "output/b": [0]}
     out = run(g, {"x": [[0, 0], [0, 1], [1, 0], [1, 1]]}, p)
     np.testing.assert_array_equal(out["y"].ravel(), [0, 1, 1, 0])

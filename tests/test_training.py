@@ -107,12 +107,10 @@ def test_nonfinite_loss_names_the_node(write):
 def test_xor_trains_from_random_starts():
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     y = np.array([[0], [1], [1], [0]], np.float32)
-    solved = 0
-    for seed in range(5):
-        m = Model("xor", seed=seed, sets={"hidden": 8})
-        m.fit(x, y, epochs=300, batch_size=4)
-        solved += np.array_equal(m.predict(x).ravel() > 0.5, y.ravel() > 0.5)
-    assert solved >= 4
+    for seed in range(5):  # the file's defaults, from five random starts: every one reaches 100%
+        m = Model("xor", seed=seed)
+        m.fit(x, y)
+        assert np.array_equal(m.predict(x).ravel() > 0.5, y.ravel() > 0.5), seed
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def test_zoo_model_checks(name, training):
     assert all(types[(r.graph.name, n)] == r.graph.type(n) for n in r.graph.nodes())
 
 
-@pytest.mark.parametrize("name,expected", [("lenet5", 61_706), ("xor", 9), ("mlp", 64 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10),
+@pytest.mark.parametrize("name,expected", [("lenet5", 61_706), ("xor", 2 * 16 + 16 + 16 + 1), ("mlp", 64 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10),
                                            ("char_lstm", 4 * (65 * 128 + 128 * 128 + 128) + 128 * 65 + 65)])
 def test_parameter_counts(name, expected):
     assert total(check(name)) == expected
@@ -66,7 +66,7 @@ def documented_lines():
     out = []
     for p in sorted(ZOO.glob("*.dln")):
         for line in p.read_text().splitlines():
-            m = re.search(r"dlc check (\w+)((?: --set \S+)+)", line)
+            m = re.search(r"dlc check (\w+)((?: --set [^\s`]+)+)", line)
             if line.startswith("#") and m:
                 args = shlex.split(m.group(2))
                 sets = dict(a.split("=", 1) for a in args if a != "--set")
@@ -102,6 +102,7 @@ IMAGENET = dict(size=224, classes=1000)
     ("resnet50", dict(width=64, **IMAGENET), 25_557_032),
     ("bert", dict(layers=12, d_model=768, heads=12, ffn=3072, vocab=30522, max_len=512, mlm_head=False), 109_482_240),
     ("gpt", dict(layers=12, d_model=768, heads=12, vocab=50257, context=2048), 125_226_240),
+    ("xor", dict(hidden=2), 9),
     ("seq2seq", dict(layers=4, hidden=1000, embed=1000, src_vocab=160000, tgt_vocab=80000), 384_112_000),
 ])
 def test_published_parameter_counts(name, sets, expected):
