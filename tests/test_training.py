@@ -231,3 +231,14 @@ def test_gan_phases_alternate():
     m.train_on_batch(feeds, lr=0.01, phase_index=1)
     g_moved = {k for k in m.params if not np.array_equal(m.params[k], before[k])}
     assert g_moved and not any(k.startswith("D/") for k in g_moved), g_moved
+
+
+def test_reduce_on_plateau():
+    from runtime.optim import Plateau
+    p = Plateau(factor=0.5, patience=2, monitor="val_loss", min_lr=0.01)
+    lrs, lr = [], 0.1
+    for v in [1.0, 0.9, 0.95, 0.92, 0.91, 0.95, 0.97, 0.99, 0.99, 0.99, 0.99]:
+        lr = p.end_epoch({"val_loss": v}, lr)
+        lrs.append(lr)
+    # improves at epochs 1-2, then two epochs without improvement halve it, and so on, never below 0.01
+    assert lrs == [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125, 0.01, 0.01]
