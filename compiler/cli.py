@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, metavar="N")
     t.add_argument("--batch-size", type=int, metavar="N")
     t.add_argument("--lr", type=float, metavar="X", help="learning rate (overrides the optimizer's)")
+    from .schema import OPTIMIZERS
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="replace the train section's optimizer "
+                   "(with its published default hyperparameters; --lr sets the learning rate)")
     t.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL)")
     t.add_argument("--force", action="store_true", help="replace DIR if it exists")
     t.add_argument("--resume", action="store_true", help="continue the run in DIR from its last complete epoch")

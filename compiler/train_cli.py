@@ -35,8 +35,11 @@ def _load_model(args, sources_out):
         if v is None:
             raise ValueError(f"`--set {item}` is not of the form NAME=VALUE")
         sets[name.strip()] = v
+    overrides = {}
+    if getattr(args, "optimizer", None):
+        overrides["optimizer"] = args.optimizer
     try:
-        return Model(args.model, sets, seed=args.seed, present=getattr(args, "present", ()))
+        return Model(args.model, sets, seed=args.seed, present=getattr(args, "present", ()), train=overrides)
     except ModelError as e:
         sources_out.texts.update(e.sources.texts)
         raise

@@ -60,7 +60,10 @@ def _checked(spec, sets, present, training):
 
 
 class Model:
-    def __init__(self, spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str = "reference"):
+    def __init__(self, spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str = "reference",
+                 train: dict | None = None):
+        """train: settings that replace the train section's, e.g. {"optimizer": "momentum", "epochs": 5} or
+        {"optimizer": {"name": "adam", "args": {"lr": 0.01}}}; a bare name takes the published defaults."""
         if target != "reference":
             raise ValueError(f"unknown target {target!r}: this version runs the reference interpreter only")
         self.spec = spec
@@ -70,7 +73,8 @@ class Model:
         self.infer = _checked(spec, self.sets, present, training=False).graph
         self.path = spec
         g = self.infer
-        self.settings = (g.train or {}).get("settings", {})
+        self.overrides = _normalise_overrides(train or {})
+        self.settings = {**(g.train or {}).get("settings", {}), **self.overrides}
         self.input_names = [g.node(n)["name"] for n in g.inputs]
         self.target_names = list((g.train or {}).get("targets", {}))
         self.output_names = [n for n, _ in g.outputs if not n.startswith("loss")]
@@ -151,7 +155,7 @@ class Model:
             g = _checked(self.spec, self.sets, self.present, training=True).graph
             phases = g.train.get("phases") or []
             phase = phases[phase_index] if phase_index is not None else None
-            step = build_step(g, g.train["settings"], phase)
+            step = build_step(g, {**g.train["settings"], **self.overrides}, phase)
             for key, node in step.slots.items():
                 self.slots.setdefault(key, np.zeros(tuple(int(d.value) for d in g.type(node).shape),
                                                     dtype=np.float32))
@@ -335,6 +339,34 @@ class Model:
     def summary(self, depth: int = 1) -> str:
         from compiler.report import summary
         return summary(self.infer, depth=depth)
+
+
+def _normalise_overrides(train: dict) -> dict:
+    from compiler import schema
+    out = {}
+    for key, value in train.items():
+        kind, table = schema.TRAIN_SETTINGS.get(key, (None, None))
+        if kind is None:
+            raise ValueError(f"unknown train setting {key!r}; settings: {', '.join(schema.TRAIN_SETTINGS)}")
+        if kind in ("call", "calls"):
+            items = value if kind == "calls" and isinstance(value, list) else [value]
+            norm = []
+            for v in items:
+                name, args = (v, {}) if isinstance(v, str) else (v["name"], dict(v.get("args", {})))
+                if name not in table:
+                    raise ValueError(f"unknown {key} {name!r}; choices: {', '.join(table)}")
+                spec = table[name]
+                bad = set(args) - set(spec)
+                if bad:
+                    raise ValueError(f"{key} {name!r} has no argument {sorted(bad)}; it takes {', '.join(spec)}")
+                missing = [k for k, d in spec.items() if d is ... and k not in args]
+                if missing:
+                    raise ValueError(f"{key} {name!r} needs {missing}")
+                norm.append({"name": name, "args": {**{k: d for k, d in spec.items() if d is not ...}, **args}})
+            out[key] = norm if kind == "calls" else norm[0]
+        else:
+            out[key] = value
+    return out
 
 
 class _EarlyStopping:

@@ -242,3 +242,16 @@ def test_reduce_on_plateau():
         lrs.append(lr)
     # improves at epochs 1-2, then two epochs without improvement halve it, and so on, never below 0.01
     assert lrs == [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125, 0.01, 0.01]
+
+
+def test_train_settings_overridden_from_the_api(write):
+    m = Model(str(write(QUAD.replace("OPT", "sgd(lr=0.1)"))), train={"optimizer": {"name": "momentum", "args": {"lr": 0.1}}})
+    assert m.settings["optimizer"] == {"name": "momentum", "args": {"lr": 0.1, "momentum": 0.9}}
+    x = {"x": np.ones((1, 2), np.float32)}
+    for want in reference("momentum", {"lr": 0.1, "momentum": 0.9}):
+        m.train_on_batch(x, lr=0.1)
+        np.testing.assert_allclose(m.params["w"], want, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        Model("xor", train={"optimizer": "adamm"})
+    with pytest.raises(ValueError, match="unknown train setting"):
+        Model("xor", train={"epoch": 3})
