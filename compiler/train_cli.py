@@ -57,9 +57,13 @@ def _dataset(args, model):
     targets = (g.train or {}).get("targets", {})
     tt = g.type(next(iter(targets.values()))) if targets else None
     classes = None
-    if tt is not None and tt.dtype.startswith("i") and g.outputs:
-        out_t = g.type(dict(g.outputs)[model.output_names[0]])
-        classes = int(out_t.shape[-1].value) if out_t.shape and out_t.shape[-1].is_const else None
+    if tt is not None and tt.dtype.startswith("i"):
+        # Integer targets are class ids where the loss one-hot encodes them: that depth is the class count.
+        target = next(iter(targets.values()))
+        depths = {g.node(n)["attrs"]["depth"] for n in g.nodes() if g.node(n)["op"] == "one_hot"
+                  and g.node(n)["inputs"] == (target,)}
+        if len(depths) == 1 and next(iter(depths)).is_const:
+            classes = int(next(iter(depths)).value)
     check_against(ds, shapes, tuple(int(d.value) if d.is_const else None for d in tt.shape[1:]) if tt else None,
                   tt.dtype if tt else None, classes)
     return ds, shapes, tt
@@ -67,8 +71,14 @@ def _dataset(args, model):
 
 def _fit_arrays(model, ds, shapes, tt, split):
     from runtime.data import fit_to
+    from runtime.data import DataError
     x = getattr(ds, f"x_{split}")
     y = getattr(ds, f"y_{split}") if tt is not None else None  # a model without targets trains on inputs alone
+    if len(shapes) > 1:
+        # A data set gives one array of features: it can feed a model with one input only.
+        names = ", ".join(model.input_names)
+        raise DataError(f"the model takes {len(shapes)} inputs ({names}) but a data set gives one array of features",
+                        help="train it from Python with model.fit({name: array, ...}, targets)")
     x = fit_to(x, shapes[0]) if shapes and None not in shapes[0] else x
     x = x.astype(np.float32) if model.infer.type(model.infer.inputs[0]).dtype.startswith("f") else x.astype(np.int64)
     if y is not None and tt is not None:
@@ -123,7 +133,8 @@ def cmd_train(args, argv) -> int:
         return 1
     except ValueError as e:
         return _fail(str(e))
-    if not model.target_names and not (model.infer.train or {}).get("settings", {}).get("loss"):
+    train = model.infer.train or {}
+    if not train.get("settings", {}).get("loss") and not train.get("phases"):
         return _fail(f"`{args.model}` has no train section: nothing says what to minimise",
                      "add `} train { target y: ...  loss = ... }` after the model")
     try:

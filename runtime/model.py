@@ -286,17 +286,7 @@ class Model:
     # ---- weights
     def save_weights(self, path: str) -> None:
         """All parameters and states, keyed by scoped name, as .npz; written atomically."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".dlc-", suffix=".npz", dir=folder)
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **self.params)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _save_npz(path, self.params)
 
     def load_weights(self, path: str) -> None:
         with np.load(os.fspath(path), allow_pickle=False) as f:
@@ -314,17 +304,8 @@ class Model:
         """What resuming needs besides the weights: optimizer slots, counters, schedule and early-stopping
         state. Slots go in an .npz, the rest in its `state` entry as JSON text."""
         import json
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(prefix=".dlc-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
         state = dict(self.fit_state or {}, step_count=self.step_count)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, state=np.asarray(json.dumps(state)), **{f"slot:{k}": v for k, v in self.slots.items()})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _save_npz(path, {"state": np.asarray(json.dumps(state)), **{f"slot:{k}": v for k, v in self.slots.items()}})
 
     def load_training_state(self, path: str) -> int:
         """Restore what save_training_state wrote; returns the number of epochs already done."""
@@ -339,6 +320,20 @@ class Model:
     def summary(self, depth: int = 1) -> str:
         from compiler.report import summary
         return summary(self.infer, depth=depth)
+
+
+def _save_npz(path, arrays: dict) -> None:
+    """Write arrays as .npz atomically: a crash leaves the old file or the new one, never half of one."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".dlc-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _normalise_overrides(train: dict) -> dict:
