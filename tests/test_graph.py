@@ -120,3 +120,31 @@ def test_symbolic_size_as_a_number(write):
     g = build(write, "model m(x: f32[B, 4]) -> f32[] {\n    return sum(x) / B\n}\n")
     dv = [n for n in g.nodes() if g.node(n)["op"] == "dim_value"]
     assert len(dv) == 1 and str(g.node(dv[0])["attrs"]["dim"]) == "B"
+
+
+def test_language_gains_from_the_zoo(write):
+    """let in train sections, scan labels, [N, *S] lists, unparenthesised tuple assignment, optional inputs."""
+    src = """model m(x: f32[B, T, 4], lens: i64[B] = none) -> (y: f32[B, 4]) {
+    a, b = x, x * 2.0
+    ys, h = scan xt in a along 1 with h = zeros([B, 4]) lengths lens { h = h + xt
+ yield h } as accumulate
+    y = reshape(h, [B, *[4]])
+    return y
+} train {
+    target t: f32[B, 4]
+    let err = y - t
+    loss = mean(err * err)
+}
+"""
+    g = build(write, src)
+    assert "lens" in g.optional_inputs and "lens" not in {g.node(n)["name"] for n in g.inputs}
+    assert any(c.name == "accumulate" and "scan" in c.kind for c in g.root.children)
+    g2 = check(str(write(src)), present={"lens"}).graph
+    scan = next(n for n in g2.nodes() if g2.node(n)["op"] == "scan")
+    assert g2.node(scan)["attrs"]["has_lengths"]
+
+
+def test_warnings_for_suspicious_parameters(write):
+    r = check(str(write("block f(x: f32[N, W]) -> f32[N, 3] {\n    param W: [3, 3]\n    param g: [N]\n"
+                        "    return x[:, 0:3] @ W\n}\nmodel m(x: f32[B, 5]) -> f32[B, 3] { return f(x) }\n")))
+    assert r.ok and sorted(d.code for d in r.diags) == ["W0101", "W0102"]
