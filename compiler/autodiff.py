@@ -256,7 +256,8 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
     # making the padding steps pass-throughs (so no `lengths` here).
     b_ins = seqs + saved + ct_ys + valid + keep + ct_final + zeros_acc + bb.capture_list
     b_types = [g.type(seqs[i]) for i in float_x] + ctypes + [g.type(caps[k]) for k in float_caps]
-    back = g.add("scan", b_ins, {"body": bb, "axis": ax, "reverse": not a["reverse"], "n_seqs": ns + nc + ny + len(valid) + len(keep),
+    back = g.add("scan", b_ins, {"body": bb, "axis": ax, "reverse": not a["reverse"], "key": a.get("key", n),
+                                 "n_seqs": ns + nc + ny + len(valid) + len(keep),
                                  "n_carries": nc + len(float_caps), "n_yields": len(float_x),
                                  "has_lengths": False}, b_types, d["span"], f"grad/{d['name']}")
     res = [g.add("tuple_get", [back], {"index": i}, t, d["span"], f"grad/{d['name']}.{i}") for i, t in enumerate(b_types)]

@@ -65,6 +65,10 @@ class Graph:
 
     def add(self, op: str, inputs, attrs, ttype, span=None, name: str = "") -> int:
         nid = self.nx.number_of_nodes()
+        if op in ("rand_uniform", "rand_normal", "scan") and "key" not in attrs:
+            # The random stream of a node (and of a scan's body) is keyed by the id it was made with, which
+            # copies and later passes keep: a recomputed forward step draws the same numbers.
+            attrs = dict(attrs, key=nid)
         self.nx.add_node(nid, op=op, attrs=attrs, inputs=tuple(inputs), type=ttype, span=span, name=name)
         for i, src in enumerate(inputs):
             self.nx.add_edge(src, nid, key=i)

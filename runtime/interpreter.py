@@ -49,7 +49,7 @@ class Ctx:
         self.bindings = bindings
         self.float_dtype = float_dtype
         self.seed, self.step, self.path = seed, step, path
-        self.op, self.node, self.out_shape = None, None, None
+        self.op, self.node, self.out_shape, self.key = None, None, None, None
 
     def dim(self, d):
         if d is None or isinstance(d, int):
@@ -66,7 +66,7 @@ class Ctx:
 
     def uniform(self, shape, stream: int = 0) -> np.ndarray:
         key = _mix(self.seed)
-        for part in (self.step, *self.path, self.node, stream):
+        for part in (self.step, *self.path, self.key, stream):
             key = _mix(key ^ (part & _MASK))
         n = int(np.prod(shape)) if shape else 1
         return counter_uniform(key, n).reshape(shape)
@@ -165,6 +165,7 @@ def evaluate(g: Graph, env: dict, ctx: Ctx, only: set | None = None) -> dict:
             env[n] = ins[0][d["attrs"]["index"]]
         else:
             ctx.op, ctx.node = op, n
+            ctx.key = d["attrs"].get("key", n)  # random ops keep the key they were made with through passes
             t = d["type"]
             ctx.out_shape = tuple(ctx.dim(x) for x in t.shape)
             try:
@@ -200,7 +201,10 @@ def _scan(g: Graph, n: int, ins, ctx: Ctx):
         env = {body.inputs[i]: x for i, x in enumerate(xt)}
         env.update({body.inputs[ns + i]: c for i, c in enumerate(carries)})
         env.update(dict(zip(cap_nodes, caps)))
-        evaluate(body, env, ctx.inner(k, n))
+        # Random numbers inside the body are keyed by position, so the reverse scan that recomputes a step
+        # for its gradient draws what the forward step drew (with lengths, reversed scans key by step).
+        where = pos if lengths is None else (k if not a["reverse"] else -1 - k)
+        evaluate(body, env, ctx.inner(where, a.get("key", n)))
         outs = [env[x] for _, x in body.outputs]
         new, ys = outs[:nc], outs[nc:]
         if yields is None:

@@ -306,3 +306,16 @@ def test_every_differentiable_primitive_is_checked():
         if not re.search(rf"\b{name}\(", text) and spelled.get(name, "\0") not in text:
             missing.append(name)
     assert not missing, f"no gradient check uses {missing}"
+
+
+def test_bptt_with_dropout_inside_the_scan():
+    """The reverse scan recomputes each step with the same random numbers as the forward pass."""
+    src = """model m(x: f32[2, 5, 3], w: f32[3, 3]) {
+    ys, h = scan xt in x along 1 with h = zeros([2, 3]) {
+        h = tanh(dropout(xt, 0.5) @ w + h)
+        yield h
+    }
+    return ys
+}
+"""
+    gradient_check(src, {"x": rng.normal(size=(2, 5, 3)), "w": rng.normal(size=(3, 3))}, training=True)
