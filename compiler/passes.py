@@ -1,0 +1,129 @@
+"""Graph passes, each a function from a graph to a new graph that computes the same outputs:
+
+    fold_constants  ops whose operands are all constants become constants (evaluated by the op's own impl)
+    cse             nodes with the same op, attributes and operands are merged (random ops never are)
+    dce             nodes that no output, state update or train setting needs are dropped
+    optimize        the three in that order
+
+The input graph is left unchanged; `Graph.pretty()` prints any of the results. Every pass keeps the
+graph's interface (inputs, parameters, outputs, state updates) and each random op's key, so a graph
+draws the same random numbers before and after."""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Graph, TType
+from .ops import OPS
+
+_LEAVES = ("input", "param", "state", "capture")
+_IMPURE = ("rand_uniform", "rand_normal", "dim_value", "fill", "iota")  # random, or sized at run time
+
+
+def _rebuild(g: Graph, order: list[int], alias: dict[int, int], replace: dict[int, dict] | None = None) -> Graph:
+    """A new graph of the nodes in `order`, operands redirected through alias, ids renumbered."""
+    from .autodiff import copy_graph
+    out = Graph(g.name, parent=g.parent)
+    new: dict[int, int] = {}
+
+    def m(n):
+        while n in alias:
+            n = alias[n]
+        return new[n]
+
+    for n in order:
+        d = dict(g.node(n))
+        if replace and n in replace:
+            d.update(replace[n])
+        attrs = d["attrs"]
+        if d["op"] == "scan":  # the body's record of outer captures follows the renumbering
+            body = copy_graph(attrs["body"])
+            body.capture_list = [m(c) for c in attrs["body"].capture_list]
+            attrs = dict(attrs, body=body)
+        new[n] = out.add(d["op"], [m(i) for i in d["inputs"]], attrs, d["type"], d["span"], d["name"])
+    out.inputs = [m(n) for n in g.inputs]
+    out.optional_inputs = list(g.optional_inputs)
+    out.outputs = [(k, m(n)) for k, n in g.outputs]
+    out.params = {k: m(n) for k, n in g.params.items()}
+    out.state_updates = [(k, m(n)) for k, n in g.state_updates]
+    out.dims, out.consts, out.root = dict(g.dims), dict(g.consts), g.root
+    if hasattr(g, "captures"):
+        out.captures = {o: m(c) for o, c in g.captures.items()}
+        out.capture_list = list(g.capture_list)
+    if g.train is not None:
+        out.train = {"targets": {k: m(n) for k, n in g.train["targets"].items()}, "phases": g.train["phases"],
+                     "settings": {k: (m(v) if k == "loss" else v) for k, v in g.train["settings"].items()}}
+    return out
+
+
+def dce(g: Graph) -> Graph:
+    roots = [n for _, n in g.outputs] + [n for _, n in g.state_updates]
+    if g.train is not None and "loss" in g.train["settings"]:
+        roots.append(g.train["settings"]["loss"])
+    live, stack = set(), list(roots)
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack += g.node(n)["inputs"]
+    keep = [n for n in g.nodes() if n in live or g.node(n)["op"] in _LEAVES]  # the interface stays
+    return _rebuild(g, keep, {})
+
+
+def _attr_key(v):
+    if isinstance(v, np.ndarray):
+        return ("array", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, Graph):
+        return ("graph", id(v))
+    if isinstance(v, dict):
+        return tuple(sorted((k, _attr_key(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_attr_key(x) for x in v)
+    return v
+
+
+def cse(g: Graph) -> Graph:
+    alias: dict[int, int] = {}
+    seen: dict = {}
+    order = []
+    for n in g.nodes():
+        d = g.node(n)
+        if d["op"] not in _LEAVES and d["op"] not in ("rand_uniform", "rand_normal"):
+            ins = []
+            for i in d["inputs"]:
+                while i in alias:
+                    i = alias[i]
+                ins.append(i)
+            key = (d["op"], tuple(ins), _attr_key(d["attrs"]))
+            if key in seen:
+                alias[n] = seen[key]
+                continue
+            seen[key] = n
+        order.append(n)
+    return _rebuild(g, order, alias)
+
+
+def fold_constants(g: Graph) -> Graph:
+    from runtime.interpreter import Ctx
+    values: dict[int, np.ndarray] = {}
+    replace: dict[int, dict] = {}
+    ctx = Ctx({})
+    for n in g.nodes():
+        d = g.node(n)
+        if d["op"] == "constant":
+            values[n] = np.asarray(d["attrs"]["value"])
+            continue
+        if (d["op"] in _LEAVES or d["op"] in _IMPURE or d["op"] in ("scan", "tuple_get") or not d["inputs"]
+                or not all(i in values for i in d["inputs"]) or not isinstance(d["type"], TType)):
+            continue
+        ctx.op, ctx.node, ctx.key = d["op"], n, n
+        ctx.out_shape = tuple(int(x.value) for x in d["type"].shape)
+        v = np.asarray(OPS[d["op"]].impl([values[i] for i in d["inputs"]], d["attrs"], ctx))
+        values[n] = v
+        replace[n] = {"op": "constant", "inputs": (), "attrs": {"value": v, "dtype": d["type"].dtype}}
+    if not replace:
+        return g
+    return _rebuild(g, list(g.nodes()), {}, replace)
+
+
+def optimize(g: Graph) -> Graph:
+    return dce(cse(fold_constants(g)))
