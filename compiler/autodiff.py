@@ -13,7 +13,7 @@ import numpy as np
 
 from .dims import Dim
 from .graph import FLOATS, Graph, TType
-from .ops import OPS
+from .ops import OPS, _per_axis, attach, window_geometry
 
 
 class Emitter:
@@ -278,11 +278,7 @@ def _sum(e: Emitter, parts: list[int]) -> int:
 
 # ---- the VJP rules: one per primitive, attached to its registry entry
 def vjp(*names):
-    def register(fn):
-        for n in names:
-            OPS[n].vjp = fn
-        return fn
-    return register
+    return attach("vjp", *names)
 
 
 def _ins(e, n):
@@ -433,18 +429,13 @@ def _(e, n, g):
     return [ga, gb]
 
 
-def _spatial(attrs, key, n):
-    v = attrs.get(key, 1 if key in ("stride", "dilation") else 0)
-    return [v] * n if isinstance(v, int) else (list(v) * n if len(v) == 1 else list(v))
-
-
 @vjp("conv")
 def _(e, n, g):
     x, w = _ins(e, n)
     a = _attrs(e, n)
     tx, tw = e.type(x), e.type(w)
     ns = tx.rank - 2
-    stride, pad, dil = _spatial(a, "stride", ns), _spatial(a, "pad", ns), _spatial(a, "dilation", ns)
+    stride, pad, dil = window_geometry(None, a, ns)
     groups = a["groups"]
     gshape = e.type(g).shape
     # dx: the transposed convolution of g with the same filter, padded out to x's size.
@@ -474,7 +465,7 @@ def _(e, n, g):
     if a.get("groups", 1) != 1:
         raise NotImplementedError("gradient of a grouped conv_transpose")
     ns = tx.rank - 2
-    stride, pad, dil = _spatial(a, "stride", ns), _spatial(a, "pad", ns), _spatial(a, "dilation", ns)
+    stride, pad, dil = window_geometry(None, a, ns)
     gx = e("conv", g, w, stride=stride, pad=pad, dilation=dil, round="floor")  # w [C, K, *k] as conv's [out, in]
     if e.type(gx).shape != tx.shape:
         gx = _crop_to(e, gx, tx.shape)
@@ -507,9 +498,8 @@ def _(e, n, g):
     a = _attrs(e, n)
     tx = e.type(x)
     ns = tx.rank - 2
-    k = _spatial(a, "k", ns)
-    stride = _spatial(a, "stride", ns) if a.get("stride") is not None else k
-    pad = _spatial(a, "pad", ns)
+    k = _per_axis(a["k"], ns, "k")
+    stride, pad, _ = window_geometry(k, dict(a, dilation=1), ns)
     C = tx.shape[1]
     if not C.is_const or not all(d.is_const for d in tx.shape[2:]):
         raise NotImplementedError("avg_pool gradient needs known channel and spatial sizes")

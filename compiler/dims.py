@@ -203,7 +203,7 @@ class Dim:
         # Highest degree first, constants last: `H*W + 2*H + 1`.
         for m in sorted(self.terms, key=lambda m: (-len(m), m)):
             c = self.terms[m] * den
-            mono = "*".join(_atom_text(a) for a in m)
+            mono = "*".join(m)
             mag = abs(c)
             text = mono if mag == 1 and mono else (f"{mag}*{mono}" if mono else f"{mag}")
             parts.append(("-" if c < 0 else "+", text))
@@ -213,10 +213,6 @@ class Dim:
         if den != 1:
             s = f"({s})/{den}" if len(parts) > 1 or parts[0][0] == "-" else f"{s}/{den}"
         return s
-
-
-def _atom_text(a: str) -> str:
-    return a
 
 
 def _apply(op, x: Dim, y: Dim) -> Dim:

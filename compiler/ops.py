@@ -579,12 +579,17 @@ BINARY_OPERATORS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow",
 import numpy as _np  # noqa: E402
 
 
-def implements(*names):
+def attach(rule: str, *names):
+    """Decorator: fn becomes the `rule` (impl, vjp, ...) of each named op's registry entry."""
     def register(fn):
         for n in names:
-            OPS[n].impl = fn
+            setattr(OPS[n], rule, fn)
         return fn
     return register
+
+
+def implements(*names):
+    return attach("impl", *names)
 
 
 def _stable_sigmoid(x):
@@ -639,7 +644,8 @@ def _matmul_impl(ins, attrs, ctx):
     return _np.matmul(ins[0], ins[1])
 
 
-def _window_geometry(x_shape, k, attrs, n):
+def window_geometry(k, attrs, n):
+    """Per-axis stride (k when not given), padding and dilation of a convolution or pooling node."""
     stride = _per_axis(attrs["stride"] if attrs.get("stride") is not None else k, n, "stride")
     pad = _per_axis(attrs.get("pad", 0), n, "pad")
     dil = _per_axis(attrs.get("dilation", 1), n, "dilation")
@@ -672,7 +678,7 @@ def _conv_impl(ins, attrs, ctx):
     x, w = ins
     n = x.ndim - 2
     k = w.shape[2:]
-    stride, pad, dil = _window_geometry(x.shape, k, attrs, n)
+    stride, pad, dil = window_geometry(k, attrs, n)
     out_sizes = ctx.out_shape[2:]
     xp = _pad_spatial(x, pad, out_sizes, k, stride, dil, 0)
     g = attrs["groups"]
@@ -720,7 +726,7 @@ def _pool_impl(ins, attrs, ctx):
     x = ins[0]
     n = x.ndim - 2
     k = _per_axis(attrs["k"], n, "k")
-    stride, pad, _ = _window_geometry(x.shape, k, dict(attrs, dilation=1), n)
+    stride, pad, _ = window_geometry(k, dict(attrs, dilation=1), n)
     out_sizes = ctx.out_shape[2:]
     is_max = ctx.op == "max_pool"
     xp = _pad_spatial(x, pad, out_sizes, k, stride, [1] * n, -_np.inf if is_max else 0)
@@ -859,7 +865,7 @@ def _max_pool_grad_impl(ins, attrs, ctx):
     x, out, g = ins
     n = x.ndim - 2
     k = _per_axis(attrs["k"], n, "k")
-    stride, pad, _ = _window_geometry(x.shape, k, dict(attrs, dilation=1), n)
+    stride, pad, _ = window_geometry(k, dict(attrs, dilation=1), n)
     out_sizes = out.shape[2:]
     xp = _pad_spatial(x, pad, out_sizes, k, stride, [1] * n, -_np.inf)
     gp = _np.zeros(xp.shape, dtype=g.dtype)

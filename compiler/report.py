@@ -36,17 +36,12 @@ def flops(g: Graph) -> Dim:
         d = g.node(n)
         op = OPS[d["op"]]
         if d["op"] == "scan":
-            steps = d["type"][0].shape[d["attrs"]["axis"]] if d["attrs"]["n_yields"] else _scan_len(g, d)
+            steps = g.type(d["inputs"][0]).shape[d["attrs"]["axis"]]  # the first sequence's length
             total = total + flops(d["attrs"]["body"]) * steps
         elif op.flops is not None and not isinstance(d["type"], list):
             ins = [g.type(i) for i in d["inputs"]]
             total = total + op.flops(ins, d["type"], d["attrs"])
     return total
-
-
-def _scan_len(g, d):
-    seq = g.type(d["inputs"][0])
-    return seq.shape[d["attrs"]["axis"]]
 
 
 def batch_symbol(g: Graph) -> str | None:

@@ -406,7 +406,6 @@ _EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "TRUE", "FALSE"
 
 
 _CLOSERS = {"RPAR", "RSQB", "RBRACE"}
-_CONTINUATIONS = {"DOT", "LPAR", "LSQB", "AS", "AND", "OR", "__ANON"}
 
 
 def _describe_expected(expected) -> str:
