@@ -260,6 +260,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = argv  # for diagnostics that point into the command line
     try:
         from . import train_cli
         commands = {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain, "train": train_cli.cmd_train,

@@ -25,24 +25,21 @@ def _fail(message, help_=None, where=None) -> int:
     return 1
 
 
-def _load_model(args, sources_out):
+def _load_model(args):
+    """The model, with --set and --with applied; raises ModelError with located diagnostics."""
     from runtime.model import Model, ModelError
-    from .cli import _literal
-    sets = {}
-    for item in args.set:
-        name, eq, raw = item.partition("=")
-        v = _literal(raw) if eq else None
-        if v is None:
-            raise ValueError(f"`--set {item}` is not of the form NAME=VALUE")
-        sets[name.strip()] = v
-    overrides = {}
-    if getattr(args, "optimizer", None):
-        overrides["optimizer"] = args.optimizer
-    try:
-        return Model(args.model, sets, seed=args.seed, present=getattr(args, "present", ()), train=overrides)
-    except ModelError as e:
-        sources_out.texts.update(e.sources.texts)
-        raise
+    from .cli import CMDLINE, _locate, _parse_assignments
+    argv = getattr(args, "argv", [])
+    sources = Sources()
+    text, spans = _locate(argv)
+    sources.add(CMDLINE, text)
+    diags: list[Diagnostic] = []
+    sets = _parse_assignments("--set", args.set, argv, spans, diags, "set")
+    if diags:
+        raise ModelError(diags, sources)
+    overrides = {"optimizer": args.optimizer} if getattr(args, "optimizer", None) else {}
+    return Model(args.model, seed=args.seed, present=getattr(args, "present", ()), train=overrides,
+                 located_sets=sets, sources=sources)
 
 
 def _dataset(args, model):
@@ -124,10 +121,10 @@ def _plot(out: Path, history: dict) -> str | None:
 
 def cmd_train(args, argv) -> int:
     from runtime.data import DataError
-    from runtime.model import ModelError, TrainingError
-    sources = Sources()
+    from runtime.interpreter import RunError
+    from runtime.model import ModelError, TrainingError, higher_is_better
     try:
-        model = _load_model(args, sources)
+        model = _load_model(args)
     except ModelError as e:
         render_all(e.diagnostics, e.sources)
         return 1
@@ -168,7 +165,7 @@ def cmd_train(args, argv) -> int:
     state = {"best": None, "t0": time.time(), "bar": None}
     if history_rows:  # resuming: the best so far is in the history
         vals = [r.get(monitor, r.get("loss")) for r in history_rows]
-        state["best"] = max(vals) if "acc" in monitor else min(vals)
+        state["best"] = max(vals) if higher_is_better(monitor) else min(vals)
     bar_factory = _progress()
     batch = args.batch_size or model.settings.get("batch_size", 32)
     steps_per_epoch = max(1, -(-len(x) // batch))
@@ -189,8 +186,8 @@ def cmd_train(args, argv) -> int:
         m.save_training_state(out / "train_state.npz")
         os.replace(out / ".last.npz", out / "last.npz")
         value = logs.get(monitor, logs.get("loss"))
-        better = "acc" in monitor and value > (state["best"] or -1e300) or "acc" not in monitor and value < (state["best"] or 1e300)
-        if state["best"] is None or better:
+        best = state["best"]
+        if best is None or (value > best if higher_is_better(monitor) else value < best):
             state["best"] = value
             shutil.copyfile(ck, out / ".best.npz")
             os.replace(out / ".best.npz", out / "best.npz")
@@ -215,7 +212,7 @@ def cmd_train(args, argv) -> int:
             state["bar"].close()
         print(f"\ninterrupted: the last complete epoch's weights are in {out}/last.npz", file=sys.stderr)
         return 130
-    except TrainingError as e:
+    except (TrainingError, RunError, ValueError) as e:  # a diverging loss, or inputs the model cannot take
         if state["bar"] is not None:
             state["bar"].close()
         return _fail(str(e), f"the last good weights are in {out}/last.npz" if (out / "last.npz").exists() else None)
@@ -253,7 +250,7 @@ def _saved_model_and_data(args):
     from runtime.data import DataError
     from runtime.model import ModelError
     try:
-        model = _load_model(args, Sources())
+        model = _load_model(args)
         model.load_weights(args.weights)
         ds, shapes, tt = _dataset(args, model)
         return model, *_fit_arrays(model, ds, shapes, tt, "test")
@@ -271,7 +268,11 @@ def cmd_eval(args, argv) -> int:
     if loaded is None:
         return 1
     model, xv, yv = loaded
-    logs = model.evaluate(xv, yv)
+    from runtime.interpreter import RunError
+    try:
+        logs = model.evaluate(xv, yv)
+    except (RunError, ValueError) as e:
+        return _fail(str(e))
     print("  ".join(f"{k} {v:.4f}" for k, v in logs.items()))
     return 0
 
@@ -281,7 +282,11 @@ def cmd_predict(args, argv) -> int:
     if loaded is None:
         return 1
     model, x, _ = loaded
-    pred = model.predict(x)
+    from runtime.interpreter import RunError
+    try:
+        pred = model.predict(x)
+    except (RunError, ValueError) as e:
+        return _fail(str(e))
     if args.output:
         outp = Path(args.output)
         if outp.exists() and not args.force:

@@ -127,11 +127,21 @@ def run(g: Graph, feeds: dict, params: dict | None = None, *, seed: int = 0, ste
         if name not in table:
             raise RunError(f"the model has no output `{name}`; its outputs: {', '.join(table)}")
     with np.errstate(all="ignore"):  # a non-finite value is the caller's to find and report, not a warning
-        evaluate(g, env, ctx, needed(g, [table[name] for name in wanted]))
+        evaluate(g, env, ctx, _needed_cached(g, tuple(table[name] for name in wanted)))
     out = {name: env[table[name]] for name in wanted}
     if all_values:
         out.update(env)
     return out
+
+
+def _needed_cached(g: Graph, targets: tuple) -> set:
+    # Every training step asks for the same outputs of the same graph: walk it once, not once a step.
+    # The graph's size is part of the key because passes and autodiff may still be appending to it.
+    cache = g.__dict__.setdefault("_needed", {})
+    key = (len(g), targets)
+    if key not in cache:
+        cache[key] = needed(g, targets)
+    return cache[key]
 
 
 def needed(g: Graph, targets) -> set:

@@ -51,8 +51,8 @@ class History:
         self.epochs += 1
 
 
-def _checked(spec, sets, present, training):
-    sources = Sources()
+def _checked(spec, sets, present, training, sources=None):
+    sources = sources or Sources()
     r = check(spec, sets, present=present, training=training, sources=sources)
     if not r.ok:
         raise ModelError([d for d in r.diags if d.severity == "error"] or r.diags, sources)
@@ -61,16 +61,17 @@ def _checked(spec, sets, present, training):
 
 class Model:
     def __init__(self, spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str = "reference",
-                 train: dict | None = None):
+                 train: dict | None = None, located_sets: dict | None = None, sources: Sources | None = None):
         """train: settings that replace the train section's, e.g. {"optimizer": "momentum", "epochs": 5} or
         {"optimizer": {"name": "adam", "args": {"lr": 0.01}}}; a bare name takes the published defaults."""
         if target != "reference":
             raise ValueError(f"unknown target {target!r}: this version runs the reference interpreter only")
         self.spec = spec
-        self.sets = {k: (None, v) for k, v in (sets or {}).items()}
+        # located_sets: {name: (Span, value)} from a command line, so that a bad --set is shown in place
+        self.sets = located_sets if located_sets is not None else {k: (None, v) for k, v in (sets or {}).items()}
         self.present = tuple(present)
         self.seed = seed
-        self.infer = _checked(spec, self.sets, present, training=False).graph
+        self.infer = _checked(spec, self.sets, present, training=False, sources=sources).graph
         self.path = spec
         g = self.infer
         self.overrides = _normalise_overrides(train or {})
@@ -364,6 +365,11 @@ def _normalise_overrides(train: dict) -> dict:
     return out
 
 
+def higher_is_better(monitor: str) -> bool:
+    """Whether a larger value of the monitored quantity is better (accuracies, AUC, ...) or a smaller one."""
+    return "acc" in monitor or monitor.endswith(("auc", "precision", "recall"))
+
+
 class _EarlyStopping:
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
@@ -371,8 +377,7 @@ class _EarlyStopping:
 
     def update(self, model, epoch, logs) -> bool:
         value = logs.get(self.monitor, logs.get("loss"))
-        higher_better = "acc" in self.monitor or self.monitor.endswith(("auc", "precision", "recall"))
-        score = -value if higher_better else value
+        score = -value if higher_is_better(self.monitor) else value
         if score < self.best - self.min_delta:
             self.best, self.wait, self.best_epoch = score, 0, epoch
             self.best_params = {k: v.copy() for k, v in model.params.items()}

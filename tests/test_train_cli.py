@@ -146,3 +146,9 @@ def test_an_interrupted_run_resumes_to_the_same_result(dlc, tmp_path, monkeypatc
             np.testing.assert_array_equal(a[k], b[k])
     h = json.loads((tmp_path / "resumed" / "history.json").read_text())
     assert [r["epoch"] for r in h] == [1, 2, 3, 4, 5, 6]
+
+
+def test_bad_set_in_train_points_into_the_command_line(dlc, tmp_path):
+    rc, out, err = dlc("train", "mlp", "--set", "widht=3", "--out", tmp_path / "run")
+    assert rc == 1 and "<command line>:1:21: error[E0130]" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
