@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsl.diagnostics import Sources, render_all
+from dsl.diagnostics import Diagnostic, Sources, render_all
 
 
 def _fail(message, help_=None, where=None) -> int:
