@@ -1202,19 +1202,14 @@ class Elaborator:
     def _call_op(self, op: Op, lv, pos, kw, e, frame):
         args = {**lv.kwargs}
         names = list(op.tensor_args if op.arity is not None else []) + list(op.attrs)
-        if op.arity is None:  # concat: every positional argument before the attributes is a tensor
-            tensors = []
-            rest = []
-            for item in pos:
-                v = self.arg_value(item, frame)
-                if isinstance(v, list) and all(isinstance(x, TVal) for x in v) and not tensors and len(pos) <= 2:
-                    tensors = v
-                elif isinstance(v, TVal) and not rest:
-                    tensors.append(v)
-                else:
-                    rest.append((v, item[1]))
-            values = [v for v, _ in rest]
-            pos_attrs = list(zip(list(op.attrs), values))
+        if op.arity is None:  # concat([a, b], 1) or concat(a, b, axis=1): the tensors, then the attributes
+            values = [self.arg_value(item, frame) for item in pos]
+            if values and isinstance(values[0], (list, tuple)):
+                tensors, rest = list(values[0]), values[1:]
+            else:
+                k = next((i for i, v in enumerate(values) if not isinstance(v, TVal)), len(values))
+                tensors, rest = values[:k], values[k:]
+            pos_attrs = list(zip(list(op.attrs), rest))
         else:
             if len(pos) > len(names):
                 raise ElabError("E0103", f"`{op.name}` takes at most {len(names)} positional arguments, got {len(pos)}",

@@ -240,15 +240,15 @@ class Model:
                 idx = order[i:i + batch_size]
                 batch = {k: v[idx] for k, v in feeds.items()}
                 lr_t = scheduled_lr(lr0, schedule, t)
-                if phases:
-                    for pi, ph in enumerate(phases):
-                        for _ in range(ph["repeat"]):
-                            res = self.train_on_batch(batch, lr_t, pi)
-                else:
-                    try:
+                try:
+                    if phases:  # alternating updates: each phase `repeat` times, in order
+                        for pi, ph in enumerate(phases):
+                            for _ in range(ph["repeat"]):
+                                res = self.train_on_batch(batch, lr_t, pi)
+                    else:
                         res = self.train_on_batch(batch, lr_t)
-                    except TrainingError as e:
-                        raise TrainingError(f"the loss is not finite at epoch {epoch + 1}, step {t + 1}: {e}") from None
+                except TrainingError as e:
+                    raise TrainingError(f"the loss is not finite at epoch {epoch + 1}, step {t + 1}: {e}") from None
                 losses.append((res["loss"], len(idx)))
                 if self.output_names and self.output_names[0] in res:
                     preds.append((idx, res[self.output_names[0]]))

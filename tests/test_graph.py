@@ -148,3 +148,9 @@ def test_warnings_for_suspicious_parameters(write):
     r = check(str(write("block f(x: f32[N, W]) -> f32[N, 3] {\n    param W: [3, 3]\n    param g: [N]\n"
                         "    return x[:, 0:3] @ W\n}\nmodel m(x: f32[B, 5]) -> f32[B, 3] { return f(x) }\n")))
     assert r.ok and sorted(d.code for d in r.diags) == ["W0101", "W0102"]
+
+
+def test_concat_spellings(write):
+    g = build(write, "model m(x: f32[B, 3], y: f32[B, 2]) {\n    return concat([x, y], axis=1) + concat(x, y, axis=1) + concat([x, y], 1)\n}\n")
+    cats = [n for n in g.nodes() if g.node(n)["op"] == "concat"]
+    assert len(cats) == 3 and all(str(g.type(n)) == "f32[B, 5]" for n in cats)
