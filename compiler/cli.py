@@ -23,6 +23,19 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _positive(kind):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"`{text}` is not a number") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dlc", description="dlc: a compiler for deep-learning models written in .dln",
                 epilog="Run `dlc COMMAND --help` for the options of a command.")
@@ -67,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "and a line per epoch, and writing OUT/history.csv, OUT/history.json, "
                                    "OUT/checkpoints/epoch-N.npz, OUT/best.npz, OUT/last.npz and OUT/curve.png.")
     run_args(t, False)
-    t.add_argument("--epochs", type=int, metavar="N")
-    t.add_argument("--batch-size", type=int, metavar="N")
-    t.add_argument("--lr", type=float, metavar="X", help="learning rate (overrides the optimizer's)")
+    t.add_argument("--epochs", type=_positive(int), metavar="N")
+    t.add_argument("--batch-size", type=_positive(int), metavar="N")
+    t.add_argument("--lr", type=_positive(float), metavar="X", help="learning rate (overrides the optimizer's)")
     from .schema import OPTIMIZERS
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="replace the train section's optimizer "
                    "(with its published default hyperparameters; --lr sets the learning rate)")

@@ -152,3 +152,9 @@ def test_bad_set_in_train_points_into_the_command_line(dlc, tmp_path):
     rc, out, err = dlc("train", "mlp", "--set", "widht=3", "--out", tmp_path / "run")
     assert rc == 1 and "<command line>:1:21: error[E0130]" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-4"), ("--lr", "abc")])
+def test_bad_training_flags(dlc, tmp_path, flag, value):
+    rc, out, err = dlc("train", "xor", flag, value, "--out", tmp_path / "run")
+    assert rc == 2 and flag in err and "Traceback" not in err and not (tmp_path / "run").exists()
