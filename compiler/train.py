@@ -103,14 +103,16 @@ def _setting(el, it: A.Setting, frame, g, out, phase, seen):
     else:
         v = el.eval(it.value, frame)
         ok = {"int": lambda v: isinstance(_num(v), int) and not isinstance(v, bool) and _num(v) >= 0,
+              "posint": lambda v: isinstance(_num(v), int) and not isinstance(v, bool) and _num(v) > 0,
               "float": lambda v: _num(v) is not None and not isinstance(v, bool),
               "str": lambda v: isinstance(v, str) and (table is None or v in table),
               "bool": lambda v: isinstance(v, bool)}[kind](v)
         if not ok:
-            want = {"int": "a non-negative integer", "float": "a number", "bool": "true or false",
+            want = {"int": "a non-negative integer", "posint": "a positive integer", "float": "a number",
+                    "bool": "true or false",
                     "str": "one of " + ", ".join(f'"{c}"' for c in table) if table else "a string"}[kind]
             raise ElabError("E0302", f"`{name}` must be {want}, got {kind_of(v)}", it.value.span)
-        out[name] = _num(v) if kind in ("int", "float") else v
+        out[name] = _num(v) if kind in ("int", "posint", "float") else v
 
 
 def _call(el, expr, frame, table, setting):

@@ -103,7 +103,10 @@ class Model:
         sizes = {len(v) for v in feeds.values()}
         if len(sizes) != 1:
             raise ValueError(f"inputs and targets have different numbers of examples: {sorted(sizes)}")
-        return sizes.pop()
+        n = sizes.pop()
+        if n == 0:
+            raise ValueError("no examples to run on")
+        return n
 
     # ---- inference
     def predict(self, x, batch_size: int = 256):
