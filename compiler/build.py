@@ -169,6 +169,7 @@ class Frame:
     instances: dict = field(default_factory=dict)  # names usable for `enc.W` and `enc(x2)`
     row: Instance | None = None  # the summary row of the model-level statement being elaborated
     loop_names: set | None = None  # variables defined before the outermost loop being unrolled
+    dim_sources: dict = field(default_factory=dict)  # dimension name -> (argument, value) that bound it
 
 
 class Elaborator:
@@ -432,7 +433,7 @@ class Elaborator:
             name = want.bare_symbol()
             if unbound and name in unbound:
                 env_frame.env[name] = have
-                env_frame.env.setdefault("__dimsrc__", {})[name] = (arg_name, actual)
+                env_frame.dim_sources[name] = (arg_name, actual)
             elif unbound:
                 pending.append((expr, have))
             elif want != have:
@@ -454,7 +455,7 @@ class Elaborator:
 
     def _dim_mismatch(self, arg_name, decl, actual, want, have, expr, env_frame, call_span, block_name):
         notes = [Note(f"`{arg_name}` is declared {self._decl_text(decl)}", decl.span)]
-        src = env_frame.env.get("__dimsrc__", {})
+        src = env_frame.dim_sources
         if isinstance(expr, A.Name) and expr.id in src:
             other, val = src[expr.id]
             notes.append(Note(f"`{expr.id}` = {want} was bound by argument `{other}` ({val.type})", None))
@@ -847,7 +848,7 @@ class Elaborator:
         if (frame.module, n) in self.program.aliases:
             return ModuleNS(self.program.aliases[(frame.module, n)])
         cands = list(frame.env) + list(consts) + list(self.blocks.get(frame.module, {}))
-        hint_ = suggest(n, [c for c in cands if not c.startswith("__")])
+        hint_ = suggest(n, cands)
         if want == "init":
             raise ElabError("E0101", f"unknown initializer `{n}`", e.span,
                             help=f"initializers: {', '.join(schema.INITIALIZERS)}")
@@ -1491,7 +1492,6 @@ class Elaborator:
             else:
                 v = self._coerce_attr(v, p.type, span, p.name, b.name)
             callee.env[p.name] = v
-        callee.env.pop("__dimsrc__", None)
         attrs = {p.name: callee.env[p.name] for p in params if not isinstance(p.type, A.TensorType)}
         # Appended after the arguments were elaborated, so `x |> a |> b` lists a before b.
         (frame.group or frame.inst).children.append(inst)
