@@ -6,14 +6,16 @@ save and load weights. NumPy arrays in and out.
     history = m.fit(x_train, y_train, epochs=20, batch_size=32, validation_split=0.1)
     print(m.evaluate(x_test, y_test))
 
-Execution uses the reference interpreter (target="reference"); compiled targets plug in behind the same
-calls. The `train` section of the file gives the defaults (optimizer, schedule, epochs, batch size,
+Execution runs compiled code (target="cpu", the default: runtime/compiled.py) or the reference interpreter
+(target="reference"); the environment variable DLC_TARGET changes the default. On the cpu target the
+arrays in `params` and `slots` are views of the compiled storage and change in place at every step. The `train` section of the file gives the defaults (optimizer, schedule, epochs, batch size,
 metrics, ...); keyword arguments override them."""
 from __future__ import annotations
 
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,13 @@ class ModelError(Exception):
     def __init__(self, diagnostics, sources: Sources):
         self.diagnostics, self.sources = diagnostics, sources
         super().__init__("\n\n".join(render(d, sources) for d in diagnostics))
+
+
+TARGETS = ("cpu", "reference")
+
+
+def default_target() -> str:
+    return os.environ.get("DLC_TARGET", "cpu")
 
 
 class TrainingError(Exception):
@@ -60,12 +69,15 @@ def _checked(spec, sets, present, training, sources=None):
 
 
 class Model:
-    def __init__(self, spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str = "reference",
+    def __init__(self, spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str | None = None,
                  train: dict | None = None, located_sets: dict | None = None, sources: Sources | None = None):
         """train: settings that replace the train section's, e.g. {"optimizer": "momentum", "epochs": 5} or
         {"optimizer": {"name": "adam", "args": {"lr": 0.01}}}; a bare name takes the published defaults."""
-        if target != "reference":
-            raise ValueError(f"unknown target {target!r}: this version runs the reference interpreter only")
+        target = target or default_target()
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}: the targets are {', '.join(TARGETS)}")
+        self.target = target
+        self._compiled = None
         self.spec = spec
         # located_sets: {name: (Span, value)} from a command line, so that a bad --set is shown in place
         self.sets = located_sets if located_sets is not None else {k: (None, v) for k, v in (sets or {}).items()}
@@ -115,9 +127,9 @@ class Model:
         outs = {k: [] for k in self.output_names}
         for i in range(0, n, batch_size):
             batch = {k: v[i:i + batch_size] for k, v in feeds.items()}
-            res = interpreter.run(self.infer, batch, self.params, seed=self.seed, outputs=self.output_names)
+            res = self._run("predict", batch, self.output_names)
             for k in self.output_names:
-                outs[k].append(res[k])
+                outs[k].append(np.array(res[k]))
         outs = {k: np.concatenate(v) for k, v in outs.items()}
         return outs[self.output_names[0]] if len(outs) == 1 else outs
 
@@ -129,15 +141,52 @@ class Model:
         for i in range(0, n, batch_size):
             batch = {k: v[i:i + batch_size] for k, v in feeds.items()}
             wanted = self.output_names[:1] + ([loss_name] if loss_name else [])
-            res = interpreter.run(self.infer, batch, self.params, seed=self.seed, outputs=wanted)
+            res = self._run("eval_step", batch, wanted)
             if loss_name:
                 losses.append((float(res[loss_name]), len(next(iter(batch.values())))))
-            preds.append(res[self.output_names[0]])
+            preds.append(np.array(res[self.output_names[0]]))
         logs = {}
         if losses:
             logs["loss"] = sum(l * k for l, k in losses) / sum(k for _, k in losses)
         logs.update(self._metrics(feeds[self.target_names[0]] if self.target_names else None, np.concatenate(preds)))
         return logs
+
+    def _run(self, fn: str, batch: dict, wanted: list) -> dict:
+        """Inference on one batch, on this model's target."""
+        c = self.compiled()
+        if c is None:
+            return interpreter.run(self.infer, batch, self.params, seed=self.seed, outputs=wanted)
+        c.sync(self.params)
+        _, res = c.call(fn, batch, seed=self.seed)
+        return res
+
+    def compiled(self):
+        """The compiled module of this model (predict, eval_step and a train step per phase), built on first
+        use; None on the reference target."""
+        if self.target != "cpu":
+            return None
+        if self._compiled is None:
+            from compiler.codegen import Unsupported
+
+            from .compiled import Entry, compile_graphs
+            g = self.infer
+            entries = [Entry("predict", g, self.output_names)]
+            if "loss" in dict(g.outputs) and self.target_names:
+                entries.append(Entry("eval_step", g, self.output_names[:1] + ["loss"]))
+            if g.train is not None:
+                phases = g.train.get("phases") or []
+                for pi in (range(len(phases)) if phases else [None]):
+                    step = self._step(pi)
+                    outs = step.outputs + [o for o in self.output_names if o in dict(step.graph.outputs)]
+                    updates = {o[len("new:"):]: o for o in step.outputs[1:]}
+                    entries.append(Entry(_train_fn(pi), step.graph, outs, updates, step.outputs[0]))
+            try:
+                self._compiled = compile_graphs(str(self.path), entries)
+            except Unsupported as e:
+                warnings.warn(f"{e}; running {self.path} on the reference interpreter", stacklevel=2)
+                self.target = "reference"
+                return None
+        return self._compiled
 
     def _metrics(self, y_true, y_pred) -> dict:
         specs = self.settings.get("metrics") or []
@@ -170,6 +219,16 @@ class Model:
         step = self._step(phase_index)
         self.step_count += 1
         hyper = {"lr": np.float32(lr), "step": np.float32(self.step_count)}
+        c = self.compiled()
+        if c is not None:
+            c.sync(self.params)
+            c.sync(self.slots)
+            ok, res = c.call(_train_fn(phase_index), {**feeds, **hyper}, seed=self.seed, step=self.step_count)
+            if not ok:  # stopped at the loss: nothing was updated, so the reference can find the culprit
+                raise TrainingError(self._first_nonfinite(step, {**feeds, **hyper}, {**self.params, **self.slots}))
+            out = {"loss": float(res[step.outputs[0]])}
+            out.update({k: np.array(res[k]) for k in self.output_names if k in res})
+            return out
         values = {**self.params, **self.slots}
         out_names = step.outputs + [n for n in self.output_names if n in dict(step.graph.outputs)]
         res = interpreter.run(step.graph, {**feeds, **hyper}, values, seed=self.seed, step=self.step_count,
@@ -368,6 +427,10 @@ def _normalise_overrides(train: dict) -> dict:
     return out
 
 
+def _train_fn(phase_index) -> str:
+    return "train_step" if phase_index is None else f"train_step_{phase_index}"
+
+
 def higher_is_better(monitor: str) -> bool:
     """Whether a larger value of the monitored quantity is better (accuracies, AUC, ...) or a smaller one."""
     return "acc" in monitor or monitor.endswith(("auc", "precision", "recall"))
@@ -389,6 +452,6 @@ class _EarlyStopping:
         return self.wait >= self.patience
 
 
-def load(spec: str, sets: dict | None = None, seed: int = 0, present=()) -> Model:
+def load(spec: str, sets: dict | None = None, seed: int = 0, present=(), target: str | None = None) -> Model:
     """A model from a .dln path or a zoo name; raises ModelError with diagnostics when it does not compile."""
-    return Model(spec, sets, seed, present)
+    return Model(spec, sets, seed, present, target=target)

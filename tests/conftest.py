@@ -12,6 +12,9 @@ _TMP = tempfile.mkdtemp(prefix="dlc-tests-")
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_TMP, "numba"))
 os.environ.setdefault("DLC_CACHE_DIR", os.path.join(_TMP, "dlc"))
+# The semantics tests (training, data, CLI) run on the reference interpreter, which needs no compile time;
+# the compiled target is tested against it in test_backend.py and by the cpu end-to-end runs there.
+os.environ.setdefault("DLC_TARGET", "reference")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

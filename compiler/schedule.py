@@ -1,0 +1,454 @@
+"""From a typed graph to a schedule: which nodes run together in one kernel (fusion) and where every value
+lives (memory planning). Two named stages, each printable:
+
+    fuse(g)                  the graph as a list of items in execution order (`Schedule.pretty()`)
+    plan_memory(s, sizes)    offsets of every scratch buffer in one arena per dtype (`Plan.pretty()`)
+
+Fusion rules, by the op kinds of the registry:
+  - elementwise and broadcast ops of one output shape join one loop nest (a `fused` item), up to MAX_GROUP
+    nodes; sources computed from the index (fill, iota, random numbers, one_hot) join as well, and so do
+    reads through an index map (transpose, broadcast_to, slice, gather), whose operand must already be stored;
+  - a reduction absorbs the group that computes its operand (the group's loop becomes the reduction's);
+  - a transpose that swaps the last two axes and feeds only matmuls is never copied: the matmul reads it
+    transposed (BLAS does both layouts);
+  - reshape and tuple_get are views of their operand's storage; every other op is an item of its own.
+The pass walks nodes in id order (a topological order) and closes an open group as soon as anything
+outside it needs one of its values, so the items it emits are always in a valid order.
+
+Memory: inputs are the caller's arrays; parameters, states and constants live in persistent storage; every
+other stored value gets a scratch buffer whose lifetime is [item that writes it, last item that reads it].
+Buffers whose lifetimes do not overlap share memory; the arena is allocated once per set of sizes and
+reused every step. An optimizer update that reads a parameter elementwise, after everything else that
+reads it, writes the new value in place."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .dims import Dim, product
+from .graph import Graph, TType
+
+MAX_GROUP = 32
+ALIGN = 16  # elements: every buffer starts on a 64-byte line
+
+ELEMENTWISE = {"exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "atan", "sin", "cos", "erf", "floor", "neg",
+               "abs", "sign", "not", "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt",
+               "le", "gt", "ge", "and", "or", "select", "cast", "stop_gradient"}
+SOURCES = {"fill", "iota", "dim_value", "rand_uniform", "rand_normal"}
+INDEX_READS = {"transpose", "broadcast_to", "slice", "gather", "one_hot"}  # operands must be stored
+REDUCTIONS = {"sum", "mean", "max", "min", "argmax", "argmin"}
+VIEWS = {"reshape"}
+LEAVES = {"input", "param", "state", "capture", "constant"}
+
+
+@dataclass(eq=False)
+class Item:
+    kind: str  # "fused", "scan" or the op of a single-op item (matmul, conv, ...)
+    nodes: list  # the graph nodes it computes, in order (for fused: members, then the reduction)
+    domain: tuple = ()  # fused: the shape its loops run over
+    tail: int | None = None  # fused: the reduction that ends it
+    stored: list = field(default_factory=list)  # nodes whose values it writes to storage
+    transposed: dict = field(default_factory=dict)  # matmul: operand index -> the node read transposed
+    body: Schedule | None = None  # scan: the body's schedule
+    check_loss: bool = False  # stop the step here when the loss (its stored value) is not finite
+    workspace: int | None = None  # index of its scratch buffer (im2col columns), if it needs one
+
+
+@dataclass
+class Buffer:
+    node: int
+    graph: Graph
+    dtype: str
+    size: Dim  # elements
+    start: int = 0  # timeline positions (items of nested scans included)
+    end: int = 0
+
+
+@dataclass(eq=False)
+class Schedule:
+    graph: Graph
+    items: list
+    storage: dict  # node -> ("input", name) | ("persist", key) | ("scratch", buffer index) | ("view", node)
+    #                | ("outer", node of the enclosing graph) | ("inline", None): a scalar constant
+    buffers: list = field(default_factory=list)  # shared by a schedule and its scan bodies
+    updates: dict = field(default_factory=dict)  # persistent key -> node of its new value
+    inplace: set = field(default_factory=set)  # persistent keys updated in place by their writer item
+    parent: Schedule | None = None  # the schedule of the graph that holds this scan body
+
+    def root(self, n: int) -> tuple:
+        """The storage a node's value finally lives in, through views and into enclosing graphs."""
+        sched, s = self, self.storage[n]
+        while s[0] in ("view", "outer") and s[1] is not None:
+            if s[0] == "outer":
+                sched = sched.parent
+            s = sched.storage[s[1]]
+        return s
+
+    def pretty(self, indent: str = "") -> str:
+        g = self.graph
+        lines = []
+        for k, it in enumerate(self.items):
+            names = ", ".join(f"%{n} {g.node(n)['op']}" for n in it.nodes)
+            extra = f" over {_shape(it.domain)}" if it.kind == "fused" else ""
+            if it.transposed:
+                extra += " reading " + ", ".join(f"operand {i} transposed" for i in it.transposed)
+            stored = ", ".join(f"%{n}" for n in it.stored)
+            lines.append(f"{indent}[{k}] {it.kind}{extra}: {names}  -> {stored or '-'}")
+            if it.body is not None:
+                lines.append(it.body.pretty(indent + "    "))
+        if not indent:
+            inplace = ", ".join(sorted(self.inplace))
+            lines.append(f"updated in place: {inplace or '-'}")
+        return "\n".join(lines)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _is_last_two_swap(perm) -> bool:
+    r = len(perm)
+    return r >= 2 and list(perm) == list(range(r - 2)) + [r - 1, r - 2]
+
+
+def live_nodes(g: Graph, roots) -> set:
+    live, stack = set(), list(roots)
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(g.node(n)["inputs"])
+    return live
+
+
+def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = None,
+         updates: dict | None = None) -> Schedule:
+    """Group the nodes that the roots (default: the graph's outputs) need into items."""
+    roots = [n for _, n in g.outputs] if roots is None else list(roots)
+    live = live_nodes(g, roots)
+    uses: dict[int, list] = {n: [] for n in live}
+    for n in sorted(live):
+        for i in g.node(n)["inputs"]:
+            uses[i].append(n)
+    # Transposes of the last two axes that only matmuls read: the matmul reads the operand transposed.
+    folded = {n for n in live if g.node(n)["op"] == "transpose" and _is_last_two_swap(g.node(n)["attrs"]["perm"])
+              and uses[n] and all(g.node(u)["op"] == "matmul" and g.type(g.node(n)["inputs"][0]).rank >= 2
+                                  for u in uses[n]) and n not in roots}
+    s = Schedule(g, [], {}, buffers if buffers is not None else [], dict(updates or {}))
+    open_groups: list[Item] = []
+    group_of: dict[int, Item] = {}
+
+    def close(it: Item):
+        open_groups.remove(it)
+        s.items.append(it)
+
+    def materialize(n):
+        it = group_of.get(n)
+        if it is not None and it in open_groups:
+            close(it)
+
+    for n in sorted(live):
+        d = g.node(n)
+        op = d["op"]
+        if n in folded:
+            continue
+        if op in ("input", "param", "state", "capture"):
+            s.storage[n] = {"input": ("input", d["name"]), "capture": ("outer", None)}.get(
+                op, ("persist", d["name"]))
+            continue
+        if op == "constant":
+            scalar = not d["type"].shape
+            s.storage[n] = ("inline", None) if scalar else ("persist", f"const:{n}")
+            continue
+        ins = list(d["inputs"])
+        if op in VIEWS:
+            materialize(ins[0])
+            s.storage[n] = ("view", ins[0])
+            continue
+        if op in ELEMENTWISE or op in SOURCES or op in INDEX_READS:
+            dom = d["type"].shape
+            target = None
+            if op not in INDEX_READS:
+                for o in ins:
+                    it = group_of.get(o)
+                    if it in open_groups and it.domain == dom and len(it.nodes) < MAX_GROUP:
+                        target = it
+                        break
+            for o in ins:
+                it = group_of.get(o)
+                if it is not None and it in open_groups and it is not target:
+                    close(it)
+            if target is None:
+                target = Item("fused", [], dom)
+                open_groups.append(target)
+            target.nodes.append(n)
+            group_of[n] = target
+        elif op in REDUCTIONS:
+            src = ins[0]
+            it = group_of.get(src)
+            if not (it in open_groups and it.domain == g.type(src).shape):
+                materialize(src)
+                it = Item("fused", [], g.type(src).shape)
+                open_groups.append(it)
+            it.nodes.append(n)
+            it.tail = n
+            group_of[n] = it
+            close(it)
+        elif op == "scan":
+            for o in ins:
+                materialize(o)
+            s.items.append(Item("scan", [n]))
+            group_of[n] = s.items[-1]
+        elif op == "tuple_get":  # the scan writes each output that is read into the tuple_get's buffer
+            it = group_of[ins[0]]
+            same = [u for u in it.stored if g.node(u)["attrs"]["index"] == d["attrs"]["index"]]
+            if same:
+                s.storage[n] = ("view", same[0])
+            else:
+                it.stored.append(n)
+                s.storage[n] = ("scratch", None)
+        else:
+            for o in ins:
+                materialize(o)
+            it = Item(op, [n])
+            if op == "matmul":
+                for k, o in enumerate(ins):
+                    if o in folded:
+                        it.transposed[k] = g.node(o)["inputs"][0]
+                        materialize(it.transposed[k])
+            s.items.append(it)
+            group_of[n] = it
+        if n == loss and n in group_of:
+            materialize(n)
+            group_of[n].check_loss = True
+    for it in list(open_groups):
+        close(it)
+
+    # What each item must store: values read by another item, and the roots.
+    read_outside = set(roots)
+    for it in s.items:
+        for i in item_reads(s, it):
+            read_outside.add(i)
+    for n in live:  # views read their operand's storage
+        if s.storage.get(n, ("",))[0] == "view":
+            read_outside.add(g.node(n)["inputs"][0])
+    for it in s.items:
+        if it.kind != "scan":
+            it.stored = [n for n in it.nodes if n in read_outside or it.kind != "fused"]
+        for n in it.stored:
+            s.storage.setdefault(n, ("scratch", None))
+    for it in s.items:
+        if it.kind == "scan":
+            _fuse_body(s, it)
+    return s
+
+
+def _fuse_body(s: Schedule, it: Item):
+    g = s.graph
+    d = g.node(it.nodes[0])
+    body: Graph = d["attrs"]["body"]
+    roots = [n for _, n in body.outputs]
+    bs = fuse(body, roots, buffers=s.buffers)
+    bs.parent = s
+    it.body = bs
+    ns, nc = d["attrs"]["n_seqs"], d["attrs"]["n_carries"]
+    # A carry lives in one buffer for the whole loop: the scan's carry output when something reads it.
+    carry_out = {g.node(u)["attrs"]["index"]: u for u in it.stored}
+    it.stored = list(carry_out.values())
+    for i in range(nc):
+        inp = body.inputs[ns + i]
+        out = carry_out.get(len(d["type"]) - nc + i)
+        bs.storage[inp] = ("outer", out) if out is not None else ("scratch", None)
+    for i in range(ns):
+        bs.storage[body.inputs[i]] = ("scratch", None)
+    caps = list(d["inputs"])[ns + nc + (1 if d["attrs"]["has_lengths"] else 0):]
+    for cap, outer in zip(body.captures.values(), caps):
+        bs.storage[cap] = ("outer", outer)
+
+
+def scan_outputs(g: Graph, n: int) -> tuple[int, int]:
+    """(number of yields, number of carries) of a scan node: its outputs are the yields, then the carries."""
+    a = g.node(n)["attrs"]
+    return len(g.node(n)["type"]) - a["n_carries"], a["n_carries"]
+
+
+# ---- memory planning
+def assign_buffers(s: Schedule, pos: list | None = None) -> int:
+    """Give every scratch value a Buffer with its lifetime on one timeline (scan bodies nested inside their
+    scan's span); returns the next free position. Fills s.buffers and rewrites ("scratch", None)."""
+    g = s.graph
+    first = pos[0] if pos else 0
+    t = first
+    where: dict[int, int] = {}  # node -> position of the item that writes it
+    last: dict[int, int] = {}
+    item_pos = []
+    for it in s.items:
+        start = t
+        if it.body is not None:
+            t = assign_buffers(it.body, [t + 1])
+        end = t
+        item_pos.append((start, end))
+        for n in it.stored:
+            where[n] = start
+        for n in item_reads(s, it):
+            last[n] = max(last.get(n, start), end)
+        t += 1
+    for _, n in g.outputs:
+        last[n] = t
+    for it, (start, _) in zip(s.items, item_pos):
+        size = workspace_size(g, it)
+        if size is not None:
+            b = Buffer(-1, g, g.type(it.nodes[0]).dtype, size, start, start)
+            s.buffers.append(b)
+            it.workspace = len(s.buffers) - 1
+    for n, (kind, arg) in list(s.storage.items()):
+        if kind == "scratch" and arg is None:
+            t_ = s.graph.type(n)
+            b = Buffer(n, g, t_.dtype, product(t_.shape) if t_.shape else Dim.const(1))
+            b.start = where.get(n, first)
+            b.end = max(last.get(n, b.start), b.start)
+            s.buffers.append(b)
+            s.storage[n] = ("scratch", len(s.buffers) - 1)
+    # Views keep their base alive; a scan's values read by its body live until the scan ends.
+    for n, (kind, arg) in s.storage.items():
+        if kind == "view":
+            root = s.root(n)
+            if root[0] == "scratch":
+                b = s.buffers[root[1]]
+                b.end = max(b.end, last.get(n, b.end))
+    for it, (start, end) in zip(s.items, item_pos):
+        if it.body is not None:
+            for n, (kind, arg) in it.body.storage.items():
+                if kind == "outer" and arg is not None:
+                    root = s.root(arg)
+                    if root[0] == "scratch":
+                        b = s.buffers[root[1]]
+                        b.start, b.end = min(b.start, start), max(b.end, end)
+                elif kind == "scratch" and arg is not None and g.node(it.nodes[0])["attrs"]["body"].node(n)["op"] == "input":
+                    b = s.buffers[arg]
+                    b.start, b.end = min(b.start, start), max(b.end, end)
+    return t
+
+
+def workspace_size(g: Graph, it: Item) -> Dim | None:
+    """conv multiplies its filters by the im2col columns of one image; conv_transpose scatters its
+    columns back (col2im)."""
+    if it.kind not in ("conv", "conv_transpose"):
+        return None
+    x, w = (g.type(i) for i in g.node(it.nodes[0])["inputs"])
+    groups = g.node(it.nodes[0])["attrs"].get("groups", 1)
+    if it.kind == "conv":
+        out = g.type(it.nodes[0])
+        return (x.shape[1] / groups) * product(w.shape[2:]) * product(out.shape[2:])
+    return w.shape[1] * product(w.shape[2:]) * product(x.shape[2:])
+
+
+def item_reads(s: Schedule, it: Item) -> list[int]:
+    """The stored values an item reads (through views: their bases are kept alive separately)."""
+    g = s.graph
+    members = set(it.nodes)
+    out = []
+    for n in it.nodes:
+        for k, i in enumerate(g.node(n)["inputs"]):
+            if it.kind == "matmul" and k in it.transposed:
+                i = it.transposed[k]
+            if i not in members:
+                out.append(i)
+    return out
+
+
+@dataclass
+class Plan:
+    offsets: list  # buffer index -> element offset in its dtype's arena
+    sizes: dict  # dtype -> arena elements
+    total: dict  # dtype -> sum of all buffer sizes (what allocating each value separately would take)
+
+    def pretty(self) -> str:
+        return "\n".join(f"{dt}: arena {self.sizes[dt]:,} elements; separately {self.total[dt]:,}"
+                         for dt in sorted(self.sizes))
+
+
+def plan_memory(buffers: list, size_of, dtype_of=lambda b: b.dtype) -> Plan:
+    """Pack buffers into one arena per dtype: largest first, each at the lowest aligned offset that no
+    buffer alive at the same time occupies. size_of(buffer) gives its concrete size in elements;
+    dtype_of(buffer) the arena it goes to."""
+    sizes = [int(size_of(b)) for b in buffers]
+    kinds = [dtype_of(b) for b in buffers]
+    order = sorted(range(len(buffers)), key=lambda i: (-sizes[i], buffers[i].start, i))
+    offsets = [0] * len(buffers)
+    placed: dict[str, list] = {}
+    arena: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for i in order:
+        b, dt = buffers[i], kinds[i]
+        total[dt] = total.get(dt, 0) + sizes[i]
+        busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in placed.get(dt, [])
+                      if not (buffers[j].end < b.start or b.end < buffers[j].start))
+        off = 0
+        for lo, hi in busy:
+            if off + sizes[i] <= lo:
+                break
+            off = max(off, -(-hi // ALIGN) * ALIGN)
+        offsets[i] = off
+        placed.setdefault(dt, []).append(i)
+        arena[dt] = max(arena.get(dt, 0), off + sizes[i])
+    return Plan(offsets, arena, total)
+
+
+def inplace_updates(s: Schedule) -> None:
+    """Let an update item write a parameter's (or state's, or slot's) new value over the old one when that
+    is safe: it reads the old value only elementwise at the index it writes, nothing later reads the old
+    value, and it runs after the loss check (so a step with a non-finite loss changes nothing)."""
+    g = s.graph
+    persist_node = {s.storage[n][1]: n for n in s.storage if s.storage[n][0] == "persist"}
+    item_of = {}
+    for k, it in enumerate(s.items):
+        for n in it.stored:
+            item_of[n] = k
+    check = next((k for k, it in enumerate(s.items) if it.check_loss), -1)
+    last_read: dict = {}
+    for k, it in enumerate(s.items):
+        for n in item_reads(s, it) + _body_outer_reads(it):
+            root = s.root(n)
+            if root[0] == "persist":
+                last_read[root[1]] = k
+    for key, n in s.updates.items():
+        p = persist_node.get(key)
+        k = item_of.get(n)
+        if p is None or k is None or k <= check:
+            continue
+        it = s.items[k]
+        if it.kind != "fused" or it.tail is not None or it.domain != g.type(p).shape:
+            continue
+        direct = all(g.node(m)["op"] in ELEMENTWISE and g.type(m).shape == it.domain
+                     for m in it.nodes if p in g.node(m)["inputs"])
+        if direct and last_read.get(key, -1) <= k and s.storage[n][0] == "scratch" and n not in _outputs(g, key):
+            s.storage[n] = ("persist", key)
+            s.inplace.add(key)
+
+
+def _outputs(g, key):
+    # A value that is also an output under another name keeps its own buffer.
+    names = [name for name, _ in g.outputs if name != f"new:{key}"]
+    return {m for name, m in g.outputs if name in names}
+
+
+def _body_outer_reads(it: Item) -> list:
+    if it.body is None:
+        return []
+    out = [arg for kind, arg in it.body.storage.values() if kind == "outer" and arg is not None]
+    for sub in it.body.items:
+        out += _body_outer_reads(sub)
+    return out
+
+
+def schedule(g: Graph, updates: dict | None = None, loss: int | None = None) -> Schedule:
+    """fuse, then in-place updates and buffer lifetimes: the whole scheduling stage."""
+    roots = [n for _, n in g.outputs]
+    s = fuse(g, roots, loss=loss, updates=updates)
+    inplace_updates(s)
+    assign_buffers(s)
+    return s
+
+
+def node_type(g: Graph, n: int) -> TType:
+    return g.type(n)

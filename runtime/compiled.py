@@ -1,0 +1,275 @@
+"""The compiled CPU target at run time: build a module of step functions from graphs, keep it in a
+content-addressed cache, and call it with storage that is allocated once.
+
+    compile_graphs(title, entries)   graphs -> generated source -> imported module (cached) -> Compiled
+    Compiled.call(name, feeds, ...)  one step: the only Python work is binding arrays and reading outputs
+    run(g, feeds, params, ...)       interpreter.run's signature on the compiled target (for tests)
+
+The cache: the source goes to `<DLC_CACHE_DIR>/cpu/m_<key>.py`, key = sha256 of the source, the versions of
+dlc, numba and numpy, and the hand-written kernels. The module is registered in sys.modules under a name
+derived from the key before it runs, which is what lets numba's `cache=True` find its machine code in the
+next process. A file whose text is not the source is rewritten; numba cache files that fail to load are
+deleted and compiled again; files are written to a temporary name and renamed, so two processes building
+the same model at once each see a whole file."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler import __version__
+from compiler.codegen import STORE, ModuleGen, Program
+from compiler.dims import Dim
+from compiler.graph import Graph
+from compiler.passes import optimize
+from compiler.schedule import plan_memory, schedule
+
+from .interpreter import RunError, bind_inputs
+
+_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+_MASK = (1 << 64) - 1
+_LOADED: dict[str, object] = {}
+
+
+def cache_dir() -> Path:
+    """DLC_CACHE_DIR, or the platform's user cache folder."""
+    env = os.environ.get("DLC_CACHE_DIR")
+    if env:
+        return Path(env)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "dlc"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "dlc" / "Cache"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlc"
+
+
+def cache_key(source: str) -> str:
+    import numba
+    kernels = Path(__file__).with_name("kernels.py").read_bytes()
+    h = hashlib.sha256()
+    for part in (source.encode(), __version__.encode(), numba.__version__.encode(), np.__version__.encode(),
+                 hashlib.sha256(kernels).digest()):
+        h.update(part)
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _write_atomic(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def module_path(source: str) -> Path:
+    return cache_dir() / "cpu" / f"m_{cache_key(source)}.py"
+
+
+def load_module(source: str):
+    """The module of this source: imported once per process, written to the cache once per machine."""
+    key = cache_key(source)
+    if key in _LOADED:
+        return _LOADED[key]
+    path = cache_dir() / "cpu" / f"m_{key}.py"
+    try:
+        current = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != source:  # missing, truncated or tampered with: write it again
+        _write_atomic(path, source)
+    name = f"dlc_generated_{key}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # before it runs: numba's cache locates functions through their module
+    spec.loader.exec_module(mod)
+    mod.__dlc_path__ = path
+    _LOADED[key] = mod
+    return mod
+
+
+def purge_numba_cache(path: Path):
+    """Delete numba's cache files of one generated module (wherever NUMBA_CACHE_DIR puts them)."""
+    roots = [path.parent / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        roots.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    for root in roots:
+        if root.is_dir():
+            for f in root.rglob(f"{path.stem}.*"):
+                if f.suffix in (".nbi", ".nbc"):
+                    f.unlink(missing_ok=True)
+
+
+@dataclass
+class Entry:
+    """One step function to generate: a graph, the outputs it returns, the persistent values it updates."""
+    name: str
+    graph: Graph
+    outputs: list  # output names
+    updates: dict = field(default_factory=dict)  # persistent key -> output name of its new value
+    loss: str | None = None  # output whose non-finite value stops the step before any update
+
+
+def schedule_entry(e: Entry):
+    g = _with_outputs(e.graph, e.outputs)
+    g = optimize(g)
+    table = dict(g.outputs)
+    updates = {key: table[name] for key, name in e.updates.items()}
+    return schedule(g, updates, table.get(e.loss) if e.loss else None)
+
+
+def _with_outputs(g: Graph, names: list) -> Graph:
+    import copy
+    table = dict(g.outputs)
+    out = copy.copy(g)
+    out.outputs = [(n, table[n]) for n in names]
+    out.state_updates = []  # what a step updates is in its outputs
+    if out.train is not None:
+        out.train = dict(out.train, settings={k: v for k, v in out.train["settings"].items() if k != "loss"})
+    return out
+
+
+def generate(title: str, entries: list, float_dtype: str = "f32") -> ModuleGen:
+    gen = ModuleGen(title, float_dtype)
+    for e in entries:
+        s = schedule_entry(e)
+        inputs = sorted({arg for kind, arg in s.storage.values() if kind == "input"},
+                        key=lambda name: next(n for n, (k, a) in s.storage.items() if k == "input" and a == name))
+        gen.add(e.name, s, inputs)
+    return gen
+
+
+class Compiled:
+    """A loaded module and its storage: persistent arrays shared by its functions, arenas per sizes."""
+
+    def __init__(self, gen: ModuleGen, module, consts: dict):
+        self.gen, self.module = gen, module
+        self.programs: dict[str, Program] = gen.programs
+        self.views: dict[str, np.ndarray] = {}
+        offsets = []
+        sizes = dict.fromkeys(STORE, 0)
+        for key, p in gen.persist.items():
+            shape = tuple(_int(d, consts) for d in p.shape)
+            n = int(np.prod(shape)) if shape else 1
+            offsets.append(sizes[p.dtype])
+            sizes[p.dtype] += -(-n // 16) * 16
+        self.P = {dt: np.zeros(max(sizes[dt], 1), dtype=_NP[dt]) for dt in STORE}
+        for (key, p), off in zip(gen.persist.items(), offsets):
+            shape = tuple(_int(d, consts) for d in p.shape)
+            n = int(np.prod(shape)) if shape else 1
+            view = self.P[p.dtype][off:off + n].reshape(shape)
+            if p.value is not None:
+                view[...] = p.value
+            self.views[key] = view
+        self.Q = np.array(offsets or [0], dtype=np.int64)
+        self.arenas: dict = {}
+
+    def sync(self, values: dict):
+        """Make the persistent storage hold values (name -> array), then let values hold its views, so
+        the caller's dictionary sees every in-place update."""
+        for key, v in values.items():
+            view = self.views.get(key)
+            if view is None or v is view:
+                continue
+            v = np.asarray(v)
+            if v.shape != view.shape:
+                raise RunError(f"`{key}` should have shape {view.shape}, got {v.shape}")
+            view[...] = v
+            values[key] = view
+
+    def _layout(self, prog: Program, bindings: dict):
+        key = (prog.name, tuple(sorted(bindings.items())))
+        got = self.arenas.get(key)
+        if got is None:
+            D = np.array([_int(d, bindings) for d in prog.dims] or [0], dtype=np.int64)
+            bufs = prog.schedule.buffers
+            plan = plan_memory(bufs, lambda b: _int(b.size, bindings), lambda b: self.gen.store(b.dtype))
+            A = {dt: np.zeros(max(plan.sizes.get(dt, 0), 1), dtype=_NP[dt]) for dt in STORE}
+            O = np.array(plan.offsets or [0], dtype=np.int64)
+            got = self.arenas[key] = (D, O, A, plan)
+        return got
+
+    def call(self, name: str, feeds: dict, seed: int = 0, step: int = 0):
+        """Run one function. Returns (finished, outputs); outputs are views of storage that the next call
+        overwrites. finished is False when the loss was not finite (nothing was updated)."""
+        prog = self.programs[name]
+        g = prog.graph
+        bindings = bind_inputs(g, feeds)
+        xs = []
+        for inp in prog.inputs:
+            if inp not in feeds:
+                raise RunError(f"no value for input `{inp}`")
+            dt = self._input_dtype(prog, inp)
+            x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
+            xs.append(x.reshape(-1))  # every value is a flat array and an offset
+        D, O, A, _ = self._layout(prog, bindings)
+        fn = getattr(self.module, name)
+        args = xs + [self.P[d] for d in STORE] + [A[d] for d in STORE]
+        try:
+            ok = fn(*args, D, O, self.Q, np.uint64(seed & _MASK), np.uint64(step & _MASK))
+        except IndexError as e:
+            raise RunError(f"{name} failed: {e}") from None
+        outs = {}
+        for out_name, o in prog.outputs.items():
+            shape = tuple(_int(d, bindings) for d in o.shape)
+            if o.kind == "scratch":
+                n = int(np.prod(shape)) if shape else 1
+                off = O[o.arg]
+                outs[out_name] = A[o.dtype][off:off + n].reshape(shape)
+            elif o.kind == "persist":
+                outs[out_name] = self.views[o.arg]
+            elif o.kind == "input":
+                outs[out_name] = np.asarray(feeds[o.arg])
+            else:
+                outs[out_name] = np.asarray(o.arg)
+        return bool(ok), outs
+
+    def _input_dtype(self, prog: Program, name: str) -> str:
+        types = prog.__dict__.setdefault("_input_types", {})
+        if name not in types:
+            s = prog.schedule
+            n = next(n for n, (k, a) in s.storage.items() if k == "input" and a == name)
+            types[name] = self.gen.store(s.graph.type(n).dtype)
+        return types[name]
+
+    def plan(self, name: str, feeds: dict):
+        """The memory plan of one function for these inputs (arena sizes against the sum of buffers)."""
+        prog = self.programs[name]
+        return self._layout(prog, bind_inputs(prog.graph, feeds))[3]
+
+
+def _int(d, bindings) -> int:
+    v = Dim.of(d).subs(bindings)
+    if not v.is_int:
+        raise RunError(f"size {d} is {v} with these inputs, not an integer")
+    return int(v.value)
+
+
+def compile_graphs(title: str, entries: list, float_dtype: str = "f32") -> Compiled:
+    gen = generate(title, entries, float_dtype)
+    source = gen.source()
+    module = load_module(source)
+    consts = {}
+    for e in entries:
+        consts.update({k: v for k, (v, _) in e.graph.dims.items() if v.is_const})
+    c = Compiled(gen, module, consts)
+    c.source = source
+    return c
+
+
+def run(g: Graph, feeds: dict, params: dict | None = None, *, seed: int = 0, step: int = 0, float_dtype=None,
+        outputs=None, updates: dict | None = None) -> dict:
+    """interpreter.run on the compiled target: compile (cached), run once, return copies of the outputs."""
+    names = outputs or [name for name, _ in g.outputs]
+    fd = "f64" if float_dtype is not None and np.dtype(float_dtype) == np.float64 else "f32"
+    c = compile_graphs(g.name, [Entry("step", g, names, updates or {})], fd)
+    values = {k: np.array(v) for k, v in (params or {}).items()}
+    c.sync(values)
+    _, outs = c.call("step", feeds, seed, step)
+    return {k: np.array(v) for k, v in outs.items()}
