@@ -491,6 +491,11 @@ class _Function:
         for i, sq in enumerate(seqs):
             move("extract", list(self.ref(bs, body.inputs[i])), list(self.ref(s, sq)), g.type(sq).shape)
         self.emit_items(bs, ind2, body_rk)
+        for j in range(ny):
+            if j in outs:
+                y = body.outputs[nc + j][1]
+                move("insert", list(self.ref(s, outs[j])), list(self.ref(bs, y)), g.type(outs[j]).shape)
+        # after the yields: a yield may be the step's old carry (BPTT saves them)
         for i in range(nc):
             new = body.outputs[i][1]
             if bs.root(new) == bs.root(body.inputs[ns + i]):
@@ -502,10 +507,6 @@ class _Function:
             else:
                 self.body.append(f"{ind2}scan_carry_lengths({', '.join(carries[i])}, {src}, {size}, {k}, "
                                  f"{', '.join(lens)}, {batch})")
-        for j in range(ny):
-            if j in outs:
-                y = body.outputs[nc + j][1]
-                move("insert", list(self.ref(s, outs[j])), list(self.ref(bs, y)), g.type(outs[j]).shape)
 
 
 class _Fused:
