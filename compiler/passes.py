@@ -113,7 +113,8 @@ def fold_constants(g: Graph) -> Graph:
             values[n] = np.asarray(d["attrs"]["value"])
             continue
         if (d["op"] in _LEAVES or d["op"] in _IMPURE or d["op"] in ("scan", "tuple_get") or not d["inputs"]
-                or not all(i in values for i in d["inputs"]) or not isinstance(d["type"], TType)):
+                or not all(i in values for i in d["inputs"]) or not isinstance(d["type"], TType)
+                or not all(x.is_const for x in d["type"].shape)):  # e.g. broadcast_to a run-time size
             continue
         ctx.op, ctx.node, ctx.key = d["op"], n, n
         ctx.out_shape = tuple(int(x.value) for x in d["type"].shape)

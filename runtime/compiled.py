@@ -84,6 +84,7 @@ def load_module(source: str):
         current = None
     if current != source:  # missing, truncated or tampered with: write it again
         _write_atomic(path, source)
+    _check_numba_cache(path)
     name = f"dlc_generated_{key}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -94,16 +95,35 @@ def load_module(source: str):
     return mod
 
 
-def purge_numba_cache(path: Path):
-    """Delete numba's cache files of one generated module (wherever NUMBA_CACHE_DIR puts them)."""
+def _check_numba_cache(path: Path):
+    """numba raises on an index it cannot unpickle: delete a damaged cache (of the generated module or of
+    runtime/kernels.py) so that it compiles again."""
+    import pickle
+    for p in (path, Path(__file__).with_name("kernels.py")):
+        for root in _numba_roots(p):
+            for f in root.rglob(f"{p.stem}.*.nbi"):
+                try:
+                    with open(f, "rb") as fh:
+                        pickle.load(fh)
+                        pickle.loads(fh.read())
+                except Exception:  # any damage at all: the files are only a cache
+                    purge_numba_cache(p)
+                    break
+
+
+def _numba_roots(path: Path) -> list:
     roots = [path.parent / "__pycache__"]
     if os.environ.get("NUMBA_CACHE_DIR"):
         roots.append(Path(os.environ["NUMBA_CACHE_DIR"]))
-    for root in roots:
-        if root.is_dir():
-            for f in root.rglob(f"{path.stem}.*"):
-                if f.suffix in (".nbi", ".nbc"):
-                    f.unlink(missing_ok=True)
+    return [r for r in roots if r.is_dir()]
+
+
+def purge_numba_cache(path: Path):
+    """Delete numba's cache files of one generated module (wherever NUMBA_CACHE_DIR puts them)."""
+    for root in _numba_roots(path):
+        for f in root.rglob(f"{path.stem}.*"):
+            if f.suffix in (".nbi", ".nbc"):
+                f.unlink(missing_ok=True)
 
 
 @dataclass
@@ -223,9 +243,9 @@ class Compiled:
                 off = O[o.arg]
                 outs[out_name] = A[o.dtype][off:off + n].reshape(shape)
             elif o.kind == "persist":
-                outs[out_name] = self.views[o.arg]
+                outs[out_name] = self.views[o.arg].reshape(shape)
             elif o.kind == "input":
-                outs[out_name] = np.asarray(feeds[o.arg])
+                outs[out_name] = np.asarray(feeds[o.arg]).reshape(shape)
             else:
                 outs[out_name] = np.asarray(o.arg)
         return bool(ok), outs
