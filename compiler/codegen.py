@@ -362,7 +362,7 @@ class _Function:
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)
         geo = [self.D(v) for v in two(kk, 1) + two(stride, 1) + two(pad, 0)]
         if it.kind == "max_pool_grad":
-            self.call(ind, "max_pool_grad2d", refs(ins + [n]) + dims4(ins[0]) + dims4(n) + geo)
+            self.call(ind, "max_pool_grad2d", refs(ins + [n]) + dims4(ins[0]) + dims4(ins[1]) + geo)
         else:
             self.call(ind, it.kind + "2d", refs([ins[0], n]) + dims4(ins[0]) + dims4(n) + geo)
 

@@ -128,8 +128,6 @@ def test_every_primitive_matches_the_reference(fd, rtol):
             raise AssertionError(f"{name}: {e}") from None
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: one gradient differs from the reference (relative 0.26); "
-                   "issue 5 stays open until it is found")
 def test_gradients_of_every_differentiable_primitive_match_the_reference():
     g, wrt = _primitive_graph()
     e = Emitter(g, None, "loss")
