@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .dims import Dim, product
 from .graph import Graph, TType
 
@@ -101,6 +103,15 @@ class Schedule:
         return "\n".join(lines)
 
 
+def const_key(value, dtype: str) -> str:
+    """Constants are stored by content: the graphs of one module (predict, train steps) number their nodes
+    differently, and equal tables are stored once."""
+    import hashlib
+    v = np.ascontiguousarray(value)
+    h = hashlib.sha1(f"{dtype}{v.dtype.str}{v.shape}".encode() + v.tobytes()).hexdigest()[:16]
+    return f"const:{h}"
+
+
 def _shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -157,7 +168,7 @@ def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = N
             continue
         if op == "constant":
             scalar = not d["type"].shape
-            s.storage[n] = ("inline", None) if scalar else ("persist", f"const:{n}")
+            s.storage[n] = ("inline", None) if scalar else ("persist", const_key(d["attrs"]["value"], d["type"].dtype))
             continue
         ins = list(d["inputs"])
         if op in VIEWS:
@@ -312,7 +323,7 @@ def assign_buffers(s: Schedule, pos: list | None = None) -> int:
     for n, (kind, arg) in s.storage.items():
         if kind == "view":
             root = s.root(n)
-            if root[0] == "scratch":
+            if root[0] == "scratch" and root[1] is not None:  # None: the enclosing graph's, placed later
                 b = s.buffers[root[1]]
                 b.end = max(b.end, last.get(n, b.end))
     for it, (start, end) in zip(s.items, item_pos):

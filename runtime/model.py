@@ -168,18 +168,8 @@ class Model:
         if self._compiled is None:
             from compiler.codegen import Unsupported
 
-            from .compiled import Entry, compile_graphs
-            g = self.infer
-            entries = [Entry("predict", g, self.output_names)]
-            if "loss" in dict(g.outputs) and self.target_names:
-                entries.append(Entry("eval_step", g, self.output_names[:1] + ["loss"]))
-            if g.train is not None:
-                phases = g.train.get("phases") or []
-                for pi in (range(len(phases)) if phases else [None]):
-                    step = self._step(pi)
-                    outs = step.outputs + [o for o in self.output_names if o in dict(step.graph.outputs)]
-                    updates = {o[len("new:"):]: o for o in step.outputs[1:]}
-                    entries.append(Entry(_train_fn(pi), step.graph, outs, updates, step.outputs[0]))
+            from .compiled import compile_graphs
+            entries = self.entries()
             try:
                 self._compiled = compile_graphs(str(self.path), entries)
             except Unsupported as e:
@@ -187,6 +177,28 @@ class Model:
                 self.target = "reference"
                 return None
         return self._compiled
+
+    def entries(self) -> list:
+        """The functions the cpu target compiles: predict, eval_step when the model has a loss and targets,
+        and a train step per phase (one `train_step` without phases)."""
+        from .compiled import Entry
+        g = self.infer
+        entries = [Entry("predict", g, self.output_names)]
+        if "loss" in dict(g.outputs) and self.target_names:
+            entries.append(Entry("eval_step", g, self.output_names[:1] + ["loss"]))
+        for pi in self.phase_indices():
+            step = self._step(pi)
+            outs = step.outputs + [o for o in self.output_names if o in dict(step.graph.outputs)]
+            updates = {o[len("new:"):]: o for o in step.outputs[1:]}
+            entries.append(Entry(_train_fn(pi), step.graph, outs, updates, step.outputs[0]))
+        return entries
+
+    def phase_indices(self) -> list:
+        """[None] for one plain training step, the phase numbers of a phased one, [] without a train section."""
+        if self.infer.train is None:
+            return []
+        phases = self.infer.train.get("phases") or []
+        return list(range(len(phases))) if phases else [None]
 
     def _metrics(self, y_true, y_pred) -> dict:
         specs = self.settings.get("metrics") or []

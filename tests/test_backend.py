@@ -107,7 +107,9 @@ def _feeds(n=3, seed=0):
 def _close(got, want, rtol):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     assert got.shape == want.shape
-    scale = max(np.abs(want).max(), 1e-30) if want.size else 1.0
+    # relative to the largest value, with a floor: a gradient that is zero in exact arithmetic (an attention
+    # key's bias under softmax) is rounding noise in both, and noise over noise says nothing
+    scale = max(np.abs(want).max(), 1e-6) if want.size else 1.0
     err = np.abs(got - want).max() / scale if want.size else 0.0
     assert err <= rtol, f"relative error {err:.3g} > {rtol}"
 
@@ -175,17 +177,20 @@ def _zoo_step(name, sets, optimizer=None):
     return step, {**params, **slots}, feeds, outs
 
 
-ZOO = [("mlp", {}), ("lenet5", {}), ("char_rnn", {"vocab": 11}), ("vae", {}),
-       ("gpt", {"layers": 1, "d_model": 16, "heads": 2, "vocab": 13, "context": 6})]
+MOMENTUM = {"name": "momentum", "args": {"lr": 0.01, "momentum": 0.9}}
+# gpt's attention key bias has a gradient that is zero in exact arithmetic (softmax ignores a constant per
+# row): both sides hold rounding noise there, which Adam scales up to a full step. Momentum does not.
+ZOO = [("mlp", {}, None), ("lenet5", {}, None), ("char_rnn", {"vocab": 11}, None), ("vae", {}, None),
+       ("gpt", {"layers": 1, "d_model": 16, "heads": 2, "vocab": 13, "context": 6}, MOMENTUM)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,sets", ZOO, ids=[z for z, _ in ZOO])
-def test_zoo_training_steps_match_the_reference(name, sets):
+@pytest.mark.parametrize("name,sets,f64_optimizer", ZOO, ids=[z[0] for z in ZOO])
+def test_zoo_training_steps_match_the_reference(name, sets, f64_optimizer):
     """Forward outputs, the loss, and three steps of the model's own optimizer in float64 (relative 1e-10);
     three plain sgd steps in float32 (relative 1e-5: Adam divides tiny gradients by their own size, which
     turns last-bit differences of float32 sums into visible ones)."""
-    for fd, opt, rtol in [(np.float64, None, 1e-10), (None, {"name": "sgd", "args": {"lr": 0.01}}, 1e-5)]:
+    for fd, opt, rtol in [(np.float64, f64_optimizer, 1e-10), (None, {"name": "sgd", "args": {"lr": 0.01}}, 1e-5)]:
         step, values, feeds, outs = _zoo_step(name, sets, opt)
         updates = {o[len("new:"):]: o for o in step.outputs[1:]}
         c = compiled.compile_graphs(name, [compiled.Entry("train_step", step.graph, outs, updates, step.outputs[0])],
