@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,6 +82,8 @@ class Program:
     outputs: dict  # output name -> Output
     updates: dict  # persistent key -> output name of its new value (already written in place)
     schedule: Schedule = None
+    table: list = field(default_factory=list)  # the int table T: ("D" | "O" | "Q", index) per entry
+    rows: list = field(default_factory=list)  # R: where each call's row of T starts
 
 
 @dataclass
@@ -133,7 +136,7 @@ class ModuleGen:
                "                             scan_extract_lengths, scan_insert, scan_insert_lengths, uniform)", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
             params, body = key.split(":\n", 1)
-            out += ["", "@njit(cache=True, no_cpython_wrapper=True)", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]
+            out += ["", "@njit(cache=True, no_cpython_wrapper=True, error_model=\"numpy\")", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]
             out += ["    " + line for line in body.split("\n")]
             out.append("")
         for src in self.functions:
@@ -155,34 +158,55 @@ def _unit(d) -> bool:
     return Dim.of(d) == Dim.const(1)
 
 
+_TABLE = re.compile(r"^(D|O|Q)\[(\d+)\]$")
+
+
 class _Kernel:
-    """The parameters of one kernel being written, and what the call passes for them. An array operand is
-    two parameters: the flat array that holds it and its offset there."""
+    """The parameters of one kernel being written, and what its call passes. An array operand is an array
+    parameter plus its offset; offsets and sizes travel in the call's row of the int table T (`r` is the
+    row's start), because numba compiles each argument expression of the step function at a cost of
+    milliseconds. Loop counters and random keys of the step function are passed as they are."""
 
     def __init__(self):
-        self.params: list[str] = []
-        self.args: list[str] = []
+        self.arrays: list[tuple[str, str]] = []  # (parameter, array the call passes)
+        self.slots: list[tuple[str, tuple]] = []  # (parameter, table entry ("D"|"O"|"Q", index))
+        self.extras: list[tuple[str, str]] = []  # (parameter, expression the call passes)
         self.keys: dict = {}
+        self.count = 0
+
+    def _name(self, prefix):
+        self.count += 1
+        return f"{prefix}{self.count - 1}"
 
     def array(self, ref, key=None) -> str:
         if key is not None and key in self.keys:
             return self.keys[key]
-        name = f"a{len(self.params)}"
-        self.params += [name, name + "o"]
-        self.args += list(ref)
+        name = self._name("a")
+        self.arrays.append((name, ref[0]))
+        self.scalar(ref[1], name=name + "o")
         if key is not None:
             self.keys[key] = name
         return name
 
-    def scalar(self, arg, key=None, prefix="n") -> str:
+    def scalar(self, arg, key=None, prefix="n", name=None) -> str:
         if key is not None and key in self.keys:
             return self.keys[key]
-        name = f"{prefix}{len(self.params)}"
-        self.params.append(name)
-        self.args.append(arg)
+        name = name or self._name(prefix)
+        m = _TABLE.match(arg)
+        if m:
+            self.slots.append((name, (m.group(1), int(m.group(2)))))
+        else:
+            self.extras.append((name, arg))
         if key is not None:
             self.keys[key] = name
         return name
+
+    @property
+    def params(self) -> list[str]:
+        return [a for a, _ in self.arrays] + ["T", "r"] + [e for e, _ in self.extras]
+
+    def header(self) -> list[str]:
+        return [f"{name} = T[r + {j}]" if j else f"{name} = T[r]" for j, (name, _) in enumerate(self.slots)]
 
 
 class _Function:
@@ -262,11 +286,11 @@ class _Function:
             self.program.updates[key] = f"new:{key}"
             if s.root(n) != ("persist", key):
                 node = next(m for m, (k_, a) in s.storage.items() if k_ == "persist" and a == key)
-                dst = self.persist_ref(key, g, node)
-                self.body.append(f"    copy({', '.join(dst)}, {', '.join(self.ref(s, n))}, "
-                                 f"{self.D(product(g.type(n).shape))})  # new {comment(key)}")
+                self.body.append(f"    # new {comment(key)}")
+                self.lib("    ", "copy", [self.persist_ref(key, g, node), self.ref(s, n)],
+                         ints=[self.D(product(g.type(n).shape))])
         args = [f"x{i}" for i in range(len(self.inputs))] + [f"P_{d}" for d in STORE] + [f"A_{d}" for d in STORE]
-        head = ["@njit(cache=True)", f"def {self.name}({', '.join(args)}, D, O, Q, seed, step):",
+        head = ["@njit(cache=True, error_model=\"numpy\")", f"def {self.name}({', '.join(args)}, D, O, Q, T, R, seed, step):",
                 f"    # {comment(self.name)}: inputs " + comment(", ".join(self.inputs) or "none"),
                 "    rk = mix(mix(seed) ^ step)"]
         return "\n".join(head + self.body + ["    return True", ""])
@@ -284,8 +308,7 @@ class _Function:
             note = f"{where} {first['name']}"
             if it.kind == "fused":
                 k = _Fused(self, s, it, rk)
-                lines, params, args = k.build()
-                self.call(ind, self.mod.kernel(lines, params, note), args)
+                self.kernel_call(ind, k.build(), k.k, note)
             elif it.kind == "scan":
                 self.emit_scan(s, it, ind, rk)
             elif it.kind == "matmul":
@@ -301,8 +324,30 @@ class _Function:
                 self.body.append(f"{ind}if not np.isfinite({self.at(self.ref(s, loss))}):")
                 self.body.append(f"{ind}    return False")
 
-    def call(self, ind, name, args):
+    def call(self, ind, name, k: _Kernel):
+        """A call: its table entries become one row of T."""
+        row = len(self.program.rows)
+        self.program.rows.append(len(self.program.table))
+        self.program.table += [entry for _, entry in k.slots]
+        args = [arr for _, arr in k.arrays] + ["T", f"R[{row}]"] + [e for _, e in k.extras]
         self.body.append(f"{ind}{name}({', '.join(args)})")
+
+    def kernel_call(self, ind, lines, k: _Kernel, note):
+        self.call(ind, self.mod.kernel(k.header() + lines, k.params, note), k)
+
+    def lib(self, ind, name, refs=(), arrays=(), ints=(), extras=()):
+        """A call of a runtime/kernels.py function: arrays, then T and the row of offsets and ints."""
+        k = _Kernel()
+        for ref in refs:
+            k.arrays.append(("", ref[0]))
+            k.scalar(ref[1], name="")
+        for arr in arrays:
+            k.arrays.append(("", arr))
+        for v in ints:
+            k.scalar(v, name="")
+        for e in extras:
+            k.extras.append(("", e))
+        self.call(ind, name, k)
 
     # ---- matmul: BLAS on 2-d views made inside the kernel
     def emit_matmul(self, s: Schedule, it, ind: str, note: str):
@@ -341,7 +386,7 @@ class _Function:
             lines += [ind2 + f"for i in range({M}):", ind2 + f"    for j in range({N}):", ind2 + "        acc = 0",
                       ind2 + f"        for k in range({K}):", ind2 + f"            acc += {pa}[{ai}] * {pb}[{bi}]",
                       ind2 + f"        {o}[oo + i * {N} + j] = acc"]
-        self.call(ind, self.mod.kernel(lines, k.params, note), k.args)
+        self.kernel_call(ind, lines, k, note)
 
     # ---- windows: runtime/kernels.py on 2-d (a 1-d op runs with height 1)
     def emit_window(self, s: Schedule, it, ind: str):
@@ -361,23 +406,23 @@ class _Function:
 
         def two(vals, fill):
             return ([fill] + list(vals)) if nsp == 1 else list(vals)
-        refs = lambda nodes: [x for node in nodes for x in self.ref(s, node)]  # noqa: E731
+        refs = lambda nodes: [self.ref(s, node) for node in nodes]  # noqa: E731
         if it.kind in ("conv", "conv_transpose"):
             stride = two(_per_axis(a["stride"], nsp, "stride"), 1)
             pad = two(_per_axis(a["pad"], nsp, "pad"), 0)
             dil = two(_per_axis(a.get("dilation", 1), nsp, "dilation"), 1)
-            args = refs([ins[0], ins[1], n]) + dims4(ins[0]) + dims4(ins[1]) + dims4(n)
-            args += [self.D(v) for v in stride + pad + dil] + [self.D(a.get("groups", 1))]
-            args += [f"A_{self.mod.store(g.type(n).dtype)}", f"O[{it.workspace}]"]
-            self.call(ind, "conv2d" if it.kind == "conv" else "conv_transpose2d", args)
+            ints = dims4(ins[0]) + dims4(ins[1]) + dims4(n) + [self.D(v) for v in stride + pad + dil]
+            ws = (f"A_{self.mod.store(g.type(n).dtype)}", f"O[{it.workspace}]")
+            self.lib(ind, "conv2d" if it.kind == "conv" else "conv_transpose2d", refs([ins[0], ins[1], n]) + [ws],
+                     ints=ints + [self.D(a.get("groups", 1))])
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)
         geo = [self.D(v) for v in two(kk, 1) + two(stride, 1) + two(pad, 0)]
         if it.kind == "max_pool_grad":
-            self.call(ind, "max_pool_grad2d", refs(ins + [n]) + dims4(ins[0]) + dims4(ins[1]) + geo)
+            self.lib(ind, "max_pool_grad2d", refs(ins + [n]), ints=dims4(ins[0]) + dims4(ins[1]) + geo)
         else:
-            self.call(ind, it.kind + "2d", refs([ins[0], n]) + dims4(ins[0]) + dims4(n) + geo)
+            self.lib(ind, it.kind + "2d", refs([ins[0], n]), ints=dims4(ins[0]) + dims4(n) + geo)
 
     # ---- movement items, by flat index arithmetic
     def _shape_params(self, k: _Kernel, shape, tag):
@@ -402,7 +447,7 @@ class _Function:
             si = horner([(f"i{q}", isz[q]) for q in range(r)])
             lines.append("    " * r + f"{o}[{o}o + {oi}] = {src}[{src}o + {si}]")
             lines.append(f"off += {isz[ax]}")
-        self.call(ind, self.mod.kernel(lines, k.params, note), k.args)
+        self.kernel_call(ind, lines, k, note)
 
     def emit_pad(self, s: Schedule, it, ind: str, note: str):
         g = s.graph
@@ -422,7 +467,7 @@ class _Function:
         lines += ["    " * q + f"for i{q} in range({xsz[q]}):" for q in range(r)]
         oi = horner([(f"i{q} + {int(pads[q][0])}" if int(pads[q][0]) else f"i{q}", osz[q]) for q in range(r)])
         lines.append("    " * r + f"{o}[{o}o + {oi}] = {src}[{src}o + {horner([(f'i{q}', xsz[q]) for q in range(r)])}]")
-        self.call(ind, self.mod.kernel(lines, k.params, note), k.args)
+        self.kernel_call(ind, lines, k, note)
 
     def emit_scatter_add(self, s: Schedule, it, ind: str, note: str):
         g = s.graph
@@ -446,7 +491,7 @@ class _Function:
         lines += [ind2 + f"j = {ix}[{ix}o + {jj}]", ind2 + f"if j < 0 or j >= {osz[ax]}:",
                   ind2 + "    raise IndexError('scatter_add index out of range')",
                   ind2 + f"{o}[{o}o + {oi}] += {u}[{u}o + {horner([(f'i{q}', usz[q]) for q in range(ru)])}]"]
-        self.call(ind, self.mod.kernel(lines, k.params, note), k.args)
+        self.kernel_call(ind, lines, k, note)
 
     # ---- scan: a loop in the step function
     def emit_scan(self, s: Schedule, it, ind: str, rk: str):
@@ -474,15 +519,15 @@ class _Function:
             size = self.D(product(g.type(c).shape))
             lit = self.inline(s, c)
             if lit is not None:
-                self.body.append(f"{ind}fill({', '.join(carries[i])}, {size}, {lit})")
+                self.lib(ind, "fill", [carries[i]], ints=[size], extras=[lit])
             else:
-                self.body.append(f"{ind}copy({', '.join(carries[i])}, {', '.join(self.ref(s, c))}, {size})")
-        lens = list(self.ref(s, lengths)) if lengths is not None else []
+                self.lib(ind, "copy", [carries[i], self.ref(s, c)], ints=[size])
+        lens = self.ref(s, lengths) if lengths is not None else None
         if lengths is not None:
             for j in range(ny):
                 if j in outs:
-                    self.body.append(f"{ind}fill({', '.join(self.ref(s, outs[j]))}, "
-                                     f"{self.D(product(g.type(outs[j]).shape))}, 0)")
+                    self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(product(g.type(outs[j]).shape))],
+                             extras=["0.0"])
         self.body.append(f"{ind}for {k} in range({T}):")
         ind2 = ind + "    "
         if lengths is None:
@@ -497,29 +542,27 @@ class _Function:
         def move(kind, dst, src, shape):
             geo = [pre(shape), T, post(shape)]
             if lengths is None:
-                self.body.append(f"{ind2}scan_{kind}({', '.join(dst + src + geo)}, pos)")
+                self.lib(ind2, f"scan_{kind}", [dst, src], ints=geo, extras=["pos"])
             else:
-                self.body.append(f"{ind2}scan_{kind}_lengths({', '.join(dst + src + geo)}, {k}, "
-                                 f"{', '.join(lens)}, {batch}, {rev})")
+                self.lib(ind2, f"scan_{kind}_lengths", [dst, src, lens], ints=geo + [batch, rev], extras=[k])
         for i, sq in enumerate(seqs):
-            move("extract", list(self.ref(bs, body.inputs[i])), list(self.ref(s, sq)), g.type(sq).shape)
+            move("extract", self.ref(bs, body.inputs[i]), self.ref(s, sq), g.type(sq).shape)
         self.emit_items(bs, ind2, body_rk)
         for j in range(ny):
             if j in outs:
                 y = body.outputs[nc + j][1]
-                move("insert", list(self.ref(s, outs[j])), list(self.ref(bs, y)), g.type(outs[j]).shape)
+                move("insert", self.ref(s, outs[j]), self.ref(bs, y), g.type(outs[j]).shape)
         # after the yields: a yield may be the step's old carry (BPTT saves them)
         for i in range(nc):
             new = body.outputs[i][1]
             if bs.root(new) == bs.root(body.inputs[ns + i]):
                 continue
             size = self.D(product(body.type(new).shape))
-            src = ", ".join(self.ref(bs, new))
             if lengths is None:
-                self.body.append(f"{ind2}copy({', '.join(carries[i])}, {src}, {size})")
+                self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[size])
             else:
-                self.body.append(f"{ind2}scan_carry_lengths({', '.join(carries[i])}, {src}, {size}, {k}, "
-                                 f"{', '.join(lens)}, {batch})")
+                self.lib(ind2, "scan_carry_lengths", [carries[i], self.ref(bs, new), lens], ints=[size, batch],
+                         extras=[k])
 
 
 class _Fused:
@@ -573,7 +616,7 @@ class _Fused:
                 [f"for i{q} in range({self.n[q]}):" for q in range(self.r)]
             lines += ["    " * q + x for q, x in enumerate(loops)]
             lines += ["    " * len(loops) + x for x in stmts + stores]
-            return lines, k.params, k.args
+            return lines
         # a reduction: the kept axes outside, the reduced axes inside, a float64 accumulator
         d = g.node(it.tail)
         op = d["op"]
@@ -617,7 +660,7 @@ class _Fused:
             lines.append(ind + f"{target} = best")
         else:
             lines.append(ind + f"{target} = {T}(acc)")
-        return lines, k.params, k.args
+        return lines
 
     def index(self, shape) -> str:
         """The flat index, at the current point of the domain, of a value of this shape (broadcast)."""
@@ -669,13 +712,14 @@ class _Fused:
         if op == "dim_value":
             return [f"{t} = {T}({k.scalar(f.D(a['dim']), prefix='s')})"]
         if op in ("rand_uniform", "rand_normal"):
-            key = int(a.get("key", m))
-            k0 = k.scalar(f"node_key({self.rk}, np.uint64({key}), np.uint64(0))", prefix="s")
+            rk = k.scalar(self.rk, key="rk", prefix="rk")
+            node = k.scalar(f.D(int(a.get("key", m))), prefix="key")
+            keys = [f"node_key({rk}, np.uint64({node}), np.uint64({stream}))" for stream in (0, 1)]
             if op == "rand_uniform":
                 lo, hi = float(a["low"]), float(a["high"])
-                return [f"{t} = {T}({lo!r} + {hi - lo!r} * uniform({k0}, {self.flat_index()}))"]
-            k1 = k.scalar(f"node_key({self.rk}, np.uint64({key}), np.uint64(1))", prefix="s")
-            return [f"{t} = {T}({float(a['mean'])!r} + {float(a['std'])!r} * normal({k0}, {k1}, {self.flat_index()}))"]
+                return [f"{t} = {T}({lo!r} + {hi - lo!r} * uniform({keys[0]}, {self.flat_index()}))"]
+            return [f"{t} = {T}({float(a['mean'])!r} + {float(a['std'])!r} * normal({keys[0]}, {keys[1]}, "
+                    f"{self.flat_index()}))"]
         src = k.array(f.ref(self.s, ins[0]), key=ins[0])
         if op == "transpose":
             perm = a["perm"]

@@ -212,7 +212,10 @@ class Compiled:
             plan = plan_memory(bufs, lambda b: _int(b.size, bindings), lambda b: self.gen.store(b.dtype))
             A = {dt: np.zeros(max(plan.sizes.get(dt, 0), 1), dtype=_NP[dt]) for dt in STORE}
             O = np.array(plan.offsets or [0], dtype=np.int64)
-            got = self.arenas[key] = (D, O, A, plan)
+            tables = {"D": D, "O": O, "Q": self.Q}
+            T = np.array([tables[kind][i] for kind, i in prog.table] or [0], dtype=np.int64)
+            R = np.array(prog.rows or [0], dtype=np.int64)
+            got = self.arenas[key] = (D, O, A, plan, T, R)
         return got
 
     def call(self, name: str, feeds: dict, seed: int = 0, step: int = 0):
@@ -228,11 +231,11 @@ class Compiled:
             dt = self._input_dtype(prog, inp)
             x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
             xs.append(x.reshape(-1))  # every value is a flat array and an offset
-        D, O, A, _ = self._layout(prog, bindings)
+        D, O, A, _, T, R = self._layout(prog, bindings)
         fn = getattr(self.module, name)
         args = xs + [self.P[d] for d in STORE] + [A[d] for d in STORE]
         try:
-            ok = fn(*args, D, O, self.Q, np.uint64(seed & _MASK), np.uint64(step & _MASK))
+            ok = fn(*args, D, O, self.Q, T, R, np.uint64(seed & _MASK), np.uint64(step & _MASK))
         except IndexError as e:
             raise RunError(f"{name} failed: {e}") from None
         outs = {}

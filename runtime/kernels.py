@@ -17,7 +17,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mix(z):
     """splitmix64's finaliser, as runtime/interpreter.py's _mix (uint64 arithmetic wraps)."""
     z = (z ^ (z >> _S30)) * _M1
@@ -25,20 +25,20 @@ def mix(z):
     return z ^ (z >> _S31)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def uniform(key, i):
     """Element i of the uniform stream under key: 53 random bits in [0, 1), as counter_uniform."""
     z = key + np.uint64(i) * _GOLDEN
     return np.float64(mix(z) >> _S11) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def node_key(prefix, node, stream):
     """The key of one random node's stream: the interpreter's chain (seed, step, path..., node, stream)."""
     return mix(mix(prefix ^ np.uint64(node)) ^ np.uint64(stream))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def normal(key0, key1, i):
     """Box-Muller on two uniform streams, in float64 as the reference."""
     u1 = uniform(key0, i)
@@ -46,64 +46,74 @@ def normal(key0, key1, i):
     return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
 
 
-@njit(cache=True)
-def copy(dst, do, src, so, n):
+@njit(cache=True, error_model="numpy")
+def copy(dst, src, T, r):
+    do, so, n = T[r], T[r + 1], T[r + 2]
     for i in range(n):
         dst[do + i] = src[so + i]
 
 
-@njit(cache=True)
-def fill(dst, do, n, value):
+@njit(cache=True, error_model="numpy")
+def fill(dst, T, r, value):
+    do, n = T[r], T[r + 1]
     for i in range(n):
         dst[do + i] = value
 
 
-# ---- scan: one step of a sequence [pre, T, post] (flattened around the scanned axis) in and out
-@njit(cache=True)
-def scan_extract(dst, do, src, so, pre, T, post, p):
+# Each function reads its offsets and sizes from its row of the int table T, starting at r (see
+# compiler/codegen.py: the step function would otherwise compile one argument expression per int).
+
+# ---- scan: one step of a sequence [pre, steps, post] (flattened around the scanned axis) in and out
+@njit(cache=True, error_model="numpy")
+def scan_extract(dst, src, T, r, p):
+    do, so, pre, steps, post = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
     for a in range(pre):
         for c in range(post):
-            dst[do + a * post + c] = src[so + (a * T + p) * post + c]
+            dst[do + a * post + c] = src[so + (a * steps + p) * post + c]
 
 
-@njit(cache=True)
-def scan_insert(dst, do, src, so, pre, T, post, p):
+@njit(cache=True, error_model="numpy")
+def scan_insert(dst, src, T, r, p):
+    do, so, pre, steps, post = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
     for a in range(pre):
         for c in range(post):
-            dst[do + (a * T + p) * post + c] = src[so + a * post + c]
+            dst[do + (a * steps + p) * post + c] = src[so + a * post + c]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _position(k, length, T, reverse):
     p = length - 1 - k if reverse else k
     return min(max(p, 0), T - 1)
 
 
-@njit(cache=True)
-def scan_extract_lengths(dst, do, src, so, pre, T, post, k, lens, lo, batch, reverse):
+@njit(cache=True, error_model="numpy")
+def scan_extract_lengths(dst, src, lens, T, r, k):
     """With lengths, example b reads position k (or lengths[b] - 1 - k reversed), clipped into the sequence."""
+    do, so, lo, pre, steps, post, batch, reverse = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 6], T[r + 7]
     per = pre * post // batch
     for f in range(pre * post):
         a, c = f // post, f % post
-        p = _position(k, lens[lo + f // per], T, reverse)
-        dst[do + f] = src[so + (a * T + p) * post + c]
+        p = _position(k, lens[lo + f // per], steps, reverse)
+        dst[do + f] = src[so + (a * steps + p) * post + c]
 
 
-@njit(cache=True)
-def scan_insert_lengths(dst, do, src, so, pre, T, post, k, lens, lo, batch, reverse):
+@njit(cache=True, error_model="numpy")
+def scan_insert_lengths(dst, src, lens, T, r, k):
     """Only examples still running write their yield; the others keep the zeros they started with."""
+    do, so, lo, pre, steps, post, batch, reverse = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 6], T[r + 7]
     per = pre * post // batch
     for f in range(pre * post):
         length = lens[lo + f // per]
         if k >= length:
             continue
         a, c = f // post, f % post
-        p = _position(k, length, T, reverse)
-        dst[do + (a * T + p) * post + c] = src[so + f]
+        p = _position(k, length, steps, reverse)
+        dst[do + (a * steps + p) * post + c] = src[so + f]
 
 
-@njit(cache=True)
-def scan_carry_lengths(dst, do, src, so, n, k, lens, lo, batch):
+@njit(cache=True, error_model="numpy")
+def scan_carry_lengths(dst, src, lens, T, r, k):
+    do, so, lo, n, batch = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
     per = n // batch
     for f in range(n):
         if k < lens[lo + f // per]:
@@ -111,7 +121,7 @@ def scan_carry_lengths(dst, do, src, so, n, k, lens, lo, batch):
 
 
 # ---- windows
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fill_cols(x, n, c0, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols):
     H, W = x.shape[2], x.shape[3]
     for c in range(cg):
@@ -133,10 +143,13 @@ def _fill_cols(x, n, c0, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols):
                             cols[r, base + ow] = 0
 
 
-@njit(cache=True)
-def conv2d(xa, xo, wa, wo, oa, oo, N, C, H, W, K, cg, kh, kw, N_, K_, OH, OW, sh, sw, ph, pw, dh, dw, groups,
-           wsa, wso):
+@njit(cache=True, error_model="numpy")
+def conv2d(xa, wa, oa, wsa, T, r):
     """out [N, K, OH, OW] = x [N, C, H, W] correlated with w [K, C/groups, KH, KW]."""
+    xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
+    N, C, H, W, K, cg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 8], T[r + 9], T[r + 10], T[r + 11]
+    OH, OW = T[r + 14], T[r + 15]
+    sh, sw, ph, pw, dh, dw, groups = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22]
     x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
     w = wa[wo:wo + K * cg * kh * kw].reshape((K, cg, kh, kw))
     out = oa[oo:oo + N * K * OH * OW].reshape((N, K, OH, OW))
@@ -155,10 +168,13 @@ def conv2d(xa, xo, wa, wo, oa, oo, N, C, H, W, K, cg, kh, kw, N_, K_, OH, OW, sh
                 np.dot(w2[g * kg:(g + 1) * kg], cols, o[g * kg:(g + 1) * kg])
 
 
-@njit(cache=True)
-def conv_transpose2d(xa, xo, wa, wo, oa, oo, N, C, H, W, C_, kg, kh, kw, N_, K, OH, OW, sh, sw, ph, pw, dh, dw,
-                     groups, wsa, wso):
+@njit(cache=True, error_model="numpy")
+def conv_transpose2d(xa, wa, oa, wsa, T, r):
     """out [N, K, OH, OW] = the adjoint of conv2d: x [N, C, H, W], w [C, K/groups, KH, KW]."""
+    xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
+    N, C, H, W, kg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 9], T[r + 10], T[r + 11]
+    K, OH, OW = T[r + 13], T[r + 14], T[r + 15]
+    sh, sw, ph, pw, dh, dw, groups = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22]
     x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
     w = wa[wo:wo + C * kg * kh * kw].reshape((C, kg, kh, kw))
     out = oa[oo:oo + N * K * OH * OW].reshape((N, K, OH, OW))
@@ -189,8 +205,10 @@ def conv_transpose2d(xa, xo, wa, wo, oa, oo, N, C, H, W, C_, kg, kh, kw, N_, K, 
                                     out[n, g * kg + k, oh, ow] += cols[r, h * W + v]
 
 
-@njit(cache=True)
-def max_pool2d(xa, xo, oa, oo, N, C, H, W, N_, C_, OH, OW, kh, kw, sh, sw, ph, pw):
+@njit(cache=True, error_model="numpy")
+def max_pool2d(xa, oa, T, r):
+    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
+    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
     x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
     out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
     for n in range(N):
@@ -208,9 +226,11 @@ def max_pool2d(xa, xo, oa, oo, N, C, H, W, N_, C_, OH, OW, kh, kw, sh, sw, ph, p
                     out[n, c, oh, ow] = m
 
 
-@njit(cache=True)
-def avg_pool2d(xa, xo, oa, oo, N, C, H, W, N_, C_, OH, OW, kh, kw, sh, sw, ph, pw):
+@njit(cache=True, error_model="numpy")
+def avg_pool2d(xa, oa, T, r):
     """The mean over the window's part inside the padded input (count_include_pad, as the reference)."""
+    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
+    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
     x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
     out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
     for n in range(N):
@@ -233,9 +253,12 @@ def avg_pool2d(xa, xo, oa, oo, N, C, H, W, N_, C_, OH, OW, kh, kw, sh, sw, ph, p
                     out[n, c, oh, ow] = total / inside
 
 
-@njit(cache=True)
-def max_pool_grad2d(xa, xo, oa, oo, ga, go, gxa, gxo, N, C, H, W, N_, C_, OH, OW, kh, kw, sh, sw, ph, pw):
+@njit(cache=True, error_model="numpy")
+def max_pool_grad2d(xa, oa, ga, gxa, T, r):
     """Each window's cotangent goes to the first element (in scan order) equal to its maximum."""
+    xo, oo, go, gxo = T[r], T[r + 1], T[r + 2], T[r + 3]
+    N, C, H, W, OH, OW = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 10], T[r + 11]
+    kh, kw, sh, sw, ph, pw = T[r + 12], T[r + 13], T[r + 14], T[r + 15], T[r + 16], T[r + 17]
     x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
     out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
     g = ga[go:go + N * C * OH * OW].reshape((N, C, OH, OW))
