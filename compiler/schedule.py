@@ -177,13 +177,27 @@ def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = N
             continue
         if op in ELEMENTWISE or op in SOURCES or op in INDEX_READS:
             dom = d["type"].shape
-            target = None
+            # Open groups of this shape that hold an operand merge, and the node joins them: they are
+            # still open, so nothing outside has read them, and what they read is already stored.
+            joinable = []
             if op not in INDEX_READS:
                 for o in ins:
                     it = group_of.get(o)
-                    if it in open_groups and it.domain == dom and len(it.nodes) < MAX_GROUP:
-                        target = it
-                        break
+                    if (it is not None and it in open_groups and it.domain == dom and it.tail is None
+                            and it not in joinable):
+                        joinable.append(it)
+            target = None
+            for it in joinable:
+                if target is None:
+                    target = it
+                elif len(target.nodes) + len(it.nodes) < MAX_GROUP:
+                    target.nodes = sorted(target.nodes + it.nodes)
+                    for m in it.nodes:
+                        group_of[m] = target
+                    open_groups.remove(it)
+            if target is not None and len(target.nodes) >= MAX_GROUP:
+                close(target)
+                target = None
             for o in ins:
                 it = group_of.get(o)
                 if it is not None and it in open_groups and it is not target:

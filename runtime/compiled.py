@@ -188,7 +188,9 @@ class Compiled:
                 view[...] = p.value
             self.views[key] = view
         self.Q = np.array(offsets or [0], dtype=np.int64)
+        self._P = [self.P[d] for d in STORE]
         self.arenas: dict = {}
+        self._by_shapes: dict = {}
 
     def sync(self, values: dict):
         """Make the persistent storage hold values (name -> array), then let values hold its views, so
@@ -218,40 +220,51 @@ class Compiled:
             got = self.arenas[key] = (D, O, A, plan, T, R)
         return got
 
-    def call(self, name: str, feeds: dict, seed: int = 0, step: int = 0):
-        """Run one function. Returns (finished, outputs); outputs are views of storage that the next call
-        overwrites. finished is False when the loss was not finite (nothing was updated)."""
+    def call(self, name: str, feeds: dict, seed: int = 0, step: int = 0, outputs=None):
+        """Run one function. Returns (finished, outputs): the named outputs (default all) as views of storage
+        that the next call overwrites. finished is False when the loss was not finite (nothing was updated).
+        Everything that depends only on the inputs' shapes is worked out once per set of shapes."""
         prog = self.programs[name]
-        g = prog.graph
-        bindings = bind_inputs(g, feeds)
         xs = []
+        shapes = []
         for inp in prog.inputs:
             if inp not in feeds:
                 raise RunError(f"no value for input `{inp}`")
-            dt = self._input_dtype(prog, inp)
-            x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
+            x = np.ascontiguousarray(feeds[inp], dtype=_NP[self._input_dtype(prog, inp)])
+            shapes.append(x.shape)
             xs.append(x.reshape(-1))  # every value is a flat array and an offset
-        D, O, A, _, T, R = self._layout(prog, bindings)
+        key = (name, tuple(shapes))
+        layout = self._by_shapes.get(key)
+        if layout is None:
+            bindings = bind_inputs(prog.graph, feeds)
+            layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
+        (D, O, A, _, T, R), specs = layout
         fn = getattr(self.module, name)
-        args = xs + [self.P[d] for d in STORE] + [A[d] for d in STORE]
         try:
-            ok = fn(*args, D, O, self.Q, T, R, np.uint64(seed & _MASK), np.uint64(step & _MASK))
+            ok = fn(*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
+                    np.uint64(seed & _MASK), np.uint64(step & _MASK))
         except IndexError as e:
             raise RunError(f"{name} failed: {e}") from None
         outs = {}
+        for out_name in (outputs if outputs is not None else specs):
+            kind, arg, dtype, shape, n = specs[out_name]
+            if kind == "scratch":
+                off = O[arg]
+                outs[out_name] = A[dtype][off:off + n].reshape(shape)
+            elif kind == "persist":
+                outs[out_name] = self.views[arg].reshape(shape)
+            elif kind == "input":
+                outs[out_name] = np.asarray(feeds[arg]).reshape(shape)
+            else:
+                outs[out_name] = np.asarray(arg)
+        return bool(ok), outs
+
+    def _out_specs(self, prog: Program, bindings: dict) -> dict:
+        specs = {}
         for out_name, o in prog.outputs.items():
             shape = tuple(_int(d, bindings) for d in o.shape)
-            if o.kind == "scratch":
-                n = int(np.prod(shape)) if shape else 1
-                off = O[o.arg]
-                outs[out_name] = A[o.dtype][off:off + n].reshape(shape)
-            elif o.kind == "persist":
-                outs[out_name] = self.views[o.arg].reshape(shape)
-            elif o.kind == "input":
-                outs[out_name] = np.asarray(feeds[o.arg]).reshape(shape)
-            else:
-                outs[out_name] = np.asarray(o.arg)
-        return bool(ok), outs
+            specs[out_name] = (o.kind, o.arg, o.dtype, shape, int(np.prod(shape)) if shape else 1)
+        return specs
 
     def _input_dtype(self, prog: Program, name: str) -> str:
         types = prog.__dict__.setdefault("_input_types", {})

@@ -157,7 +157,7 @@ class Model:
         if c is None:
             return interpreter.run(self.infer, batch, self.params, seed=self.seed, outputs=wanted)
         c.sync(self.params)
-        _, res = c.call(fn, batch, seed=self.seed)
+        _, res = c.call(fn, batch, seed=self.seed, outputs=wanted)
         return res
 
     def compiled(self):
@@ -235,7 +235,9 @@ class Model:
         if c is not None:
             c.sync(self.params)
             c.sync(self.slots)
-            ok, res = c.call(_train_fn(phase_index), {**feeds, **hyper}, seed=self.seed, step=self.step_count)
+            wanted = step.outputs[:1] + [k for k in self.output_names if k in c.programs[_train_fn(phase_index)].outputs]
+            ok, res = c.call(_train_fn(phase_index), {**feeds, **hyper}, seed=self.seed, step=self.step_count,
+                             outputs=wanted)
             if not ok:  # stopped at the loss: nothing was updated, so the reference can find the culprit
                 raise TrainingError(self._first_nonfinite(step, {**feeds, **hyper}, {**self.params, **self.slots}))
             out = {"loss": float(res[step.outputs[0]])}
