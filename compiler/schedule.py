@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .dims import Dim, product
-from .graph import Graph, TType
+from .graph import Graph
 
 MAX_GROUP = 32
 ALIGN = 16  # elements: every buffer starts on a 64-byte line
@@ -474,6 +474,3 @@ def schedule(g: Graph, updates: dict | None = None, loss: int | None = None) -> 
     assign_buffers(s)
     return s
 
-
-def node_type(g: Graph, n: int) -> TType:
-    return g.type(n)

@@ -91,8 +91,8 @@ def make_batches(name: str, n: int = 4, seed: int = 0) -> list:
 def torch_model(name: str):
     """(module, loss(batch of tensors) -> scalar tensor, clip max-norm or None) of the PyTorch twin."""
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     ce = nn.CrossEntropyLoss()
     if name in ("mlp_digits", "mlp_784"):
@@ -404,7 +404,7 @@ def dlc_params(name: str) -> tuple[int | None, str]:
     cmd = [sys.executable, "-m", "dlc", "check", spec["zoo"]]
     for k, v in spec["sets"].items():
         cmd += ["--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}"]
-    r = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, check=False)
     shown = "dlc check " + " ".join(cmd[4:])
     for line in r.stdout.splitlines():
         if line.startswith("Trainable params:"):
@@ -423,7 +423,7 @@ def thread_env(threads: int) -> dict:
 def bench_model(name: str, a, tmp: Path) -> dict:
     r = {"model": name, "title": MODELS[name]["title"], "batch": MODELS[name]["batch"], "errors": [],
          "other_cpu": {}}
-    log = lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True)
     budget = {"left": a.wait_idle}
     r["dlc_params"], r["dlc_check"] = dlc_params(name)
 
@@ -473,9 +473,10 @@ def bench_model(name: str, a, tmp: Path) -> dict:
         for w in workers.values():
             w.run(a.warmup)
         rounds = max(1, min(a.rounds, a.steps))
-        done, t_start = 0, time.perf_counter()
+        done, spent = 0, 0.0  # spent: seconds of accepted rounds (waiting for quiet does not count)
         while done < a.steps:
             k = min(a.steps - done, -(-a.steps // rounds))
+            t_round = time.perf_counter()
             load = OtherLoad(pids)
             got = {}
             for w in workers.values():
@@ -491,7 +492,8 @@ def bench_model(name: str, a, tmp: Path) -> dict:
             for key, ts in got.items():
                 times.setdefault(key, []).extend(ts)
             done += k
-            if time.perf_counter() - t_start > a.max_seconds and done < a.steps:
+            spent += time.perf_counter() - t_round
+            if spent > a.max_seconds and done < a.steps:
                 r["errors"].append(f"stopped after {done} of {a.steps} steps (--max-seconds {a.max_seconds:g})")
                 break
         for key, w in workers.items():
@@ -516,7 +518,7 @@ def bench_model(name: str, a, tmp: Path) -> dict:
 
 def _q(xs, q):
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
 def _ms(xs) -> str:
@@ -539,7 +541,7 @@ def _ratio(a, b) -> str:
 
 def _table(head: list, rows: list) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
@@ -612,21 +614,21 @@ def header(a) -> str:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(ROOT), capture_output=True, text=True)
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(ROOT), capture_output=True, text=True, check=False)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "compiler", "runtime", "dsl", "zoo"], cwd=str(ROOT),
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, check=False).stdout.strip()
     sys.path.insert(0, str(ROOT))
     from compiler import __version__
     return "\n".join([
         f"dlc train-step benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}",
         f"machine: {cpu}, {os.cpu_count()} logical CPUs ({usable} usable), {platform.system()} {platform.release()}",
-        f"python {platform.python_version()}, numpy {ver('numpy')}, numba {ver('numba')}, llvmlite {ver('llvmlite')}, "
-        f"scipy {ver('scipy')}, torch {ver('torch')}",
+        (f"python {platform.python_version()}, numpy {ver('numpy')}, numba {ver('numba')}, "
+         f"llvmlite {ver('llvmlite')}, scipy {ver('scipy')}, torch {ver('torch')}"),
         f"dlc {__version__} at {git.stdout.strip() or '?'}" + (" (uncommitted changes in compiler/runtime/dsl/zoo)" if dirty else ""),
-        *([f"PYTHONDONTWRITEBYTECODE is set: imports compile every module from source (no .pyc written)"]
+        *(["PYTHONDONTWRITEBYTECODE is set: imports compile every module from source (no .pyc written)"]
           if os.environ.get("PYTHONDONTWRITEBYTECODE") else []),
-        f"threads {a.threads} (torch.set_num_threads; OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS for both), Adam lr {LR} "
-        f"eps {ADAM_EPS}, float32, {a.warmup} warm-up + {a.steps} timed steps in {a.rounds} alternating rounds",
+        (f"threads {a.threads} (torch.set_num_threads; OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS for both), Adam lr {LR} "
+         f"eps {ADAM_EPS}, float32, {a.warmup} warm-up + {a.steps} timed steps in {a.rounds} alternating rounds"),
     ])
 
 
@@ -642,7 +644,7 @@ def main(argv=None):
                    help="pause in seconds before each round of a worker, so that the other's threads stop "
                         "spinning (default 0.5)")
     p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="stop a model's timed rounds after this long (default 60)")
+                   help="stop a model's timed rounds after this many seconds of measuring (default 60)")
     p.add_argument("--wait-idle", type=float, default=30.0, metavar="S",
                    help="per model, wait up to S seconds in all for other processes to go quiet, and measure a "
                         "cold run or a round again when they took more than --quiet (default 30; 0: never wait)")
