@@ -155,8 +155,8 @@ def _with_outputs(g: Graph, names: list) -> Graph:
     return out
 
 
-def generate(title: str, entries: list, float_dtype: str = "f32") -> ModuleGen:
-    gen = ModuleGen(title, float_dtype)
+def generate(title: str, entries: list, float_dtype: str = "f32", profile: bool = False) -> ModuleGen:
+    gen = ModuleGen(title, float_dtype, profile)
     for e in entries:
         s = schedule_entry(e)
         inputs = sorted({arg for kind, arg in s.storage.values() if kind == "input"},
@@ -242,7 +242,7 @@ class Compiled:
         fn = getattr(self.module, name)
         try:
             ok = fn(*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
-                    np.uint64(seed & _MASK), np.uint64(step & _MASK))
+                    np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
         except IndexError as e:
             raise RunError(f"{name} failed: {e}") from None
         outs = {}
@@ -258,6 +258,19 @@ class Compiled:
             else:
                 outs[out_name] = np.asarray(arg)
         return bool(ok), outs
+
+    def _prof(self, prog: Program) -> tuple:
+        if not self.gen.profile:
+            return ()
+        if not hasattr(prog, "prof"):
+            prog.prof = np.zeros(max(len(prog.rows), 1))
+        return (prog.prof,)
+
+    def profile(self, name: str) -> list:
+        """With profile=True: (seconds, what) per call site of one function, summed over the calls so far,
+        largest first."""
+        prog = self.programs[name]
+        return sorted(zip(prog.prof.tolist(), prog.labels), reverse=True)
 
     def _out_specs(self, prog: Program, bindings: dict) -> dict:
         specs = {}
@@ -287,8 +300,8 @@ def _int(d, bindings) -> int:
     return int(v.value)
 
 
-def compile_graphs(title: str, entries: list, float_dtype: str = "f32") -> Compiled:
-    gen = generate(title, entries, float_dtype)
+def compile_graphs(title: str, entries: list, float_dtype: str = "f32", profile: bool = False) -> Compiled:
+    gen = generate(title, entries, float_dtype, profile)
     source = gen.source()
     module = load_module(source)
     consts = {}

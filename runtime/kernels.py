@@ -9,7 +9,9 @@ implementations (compiler/ops.py), which the backend tests compare against."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -123,11 +125,16 @@ def scan_carry_lengths(dst, src, lens, T, r, k):
 # ---- windows
 @njit(cache=True, error_model="numpy")
 def _fill_cols(x, n, c0, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols):
+    """im2col of one image: row (c, i, j) holds the input under kernel tap (i, j) of channel c at every
+    output position. The in-bounds range of each row is computed, so the copy loop has no branch."""
     H, W = x.shape[2], x.shape[3]
     for c in range(cg):
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
+                shift = j * dw - pw
+                lo = min(OW, max(0, -(shift // sw)))  # first ow with ow * sw + shift >= 0
+                hi = max(lo, min(OW, (W - 1 - shift) // sw + 1))  # one past the last with it < W
                 for oh in range(OH):
                     h = oh * sh - ph + i * dh
                     base = oh * OW
@@ -135,12 +142,12 @@ def _fill_cols(x, n, c0, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols):
                         for ow in range(OW):
                             cols[r, base + ow] = 0
                         continue
-                    for ow in range(OW):
-                        v = ow * sw - pw + j * dw
-                        if 0 <= v < W:
-                            cols[r, base + ow] = x[n, c0 + c, h, v]
-                        else:
-                            cols[r, base + ow] = 0
+                    for ow in range(lo):
+                        cols[r, base + ow] = 0
+                    for ow in range(lo, hi):
+                        cols[r, base + ow] = x[n, c0 + c, h, ow * sw + shift]
+                    for ow in range(hi, OW):
+                        cols[r, base + ow] = 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -280,3 +287,46 @@ def max_pool_grad2d(xa, oa, ga, gxa, T, r):
                                 break
                         if done:
                             break
+
+
+# ---- float32 exp, tanh and sigmoid that LLVM can vectorize (libm's are scalar calls, ~20 ns each, and
+# dominate convolutional and recurrent steps). Cephes's single-precision algorithms: range reduction and
+# a short polynomial, with a bit cast for 2^n; within 2 ulp of the exact value. Branches are selects.
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+_F = np.float32
+
+
+@njit(inline="always", error_model="numpy")
+def exp32(x):
+    xc = min(max(x, _F(-87.33654)), _F(88.72284))
+    n = np.floor(xc * _F(1.442695040888963) + _F(0.5))
+    r = xc - n * _F(0.693359375) + n * _F(2.12194440e-4)
+    y = ((((_F(1.9875691500e-4) * r + _F(1.3981999507e-3)) * r + _F(8.3334519073e-3)) * r
+          + _F(4.1665795894e-2)) * r + _F(1.6666665459e-1)) * r + _F(5.0000001201e-1)
+    y = y * (r * r) + r + _F(1.0)
+    v = y * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    v = _F(np.inf) if x > _F(88.72284) else v
+    v = _F(0.0) if x < _F(-87.33654) else v
+    return x if x != x else v
+
+
+@njit(inline="always", error_model="numpy")
+def tanh32(x):
+    a = abs(x)
+    z = x * x
+    small = ((((_F(-5.70498872745e-3) * z + _F(2.06390887954e-2)) * z - _F(5.37397155531e-2)) * z
+              + _F(1.33314422036e-1)) * z - _F(3.33332819422e-1)) * z * x + x
+    large = _F(1.0) - _F(2.0) / (exp32(_F(2.0) * a) + _F(1.0))
+    large = -large if x < _F(0.0) else large
+    return small if a < _F(0.625) else large
+
+
+@njit(inline="always", error_model="numpy")
+def sigmoid32(x):
+    return _F(1.0) / (_F(1.0) + exp32(-x))
