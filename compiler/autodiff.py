@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .dims import Dim
+from .dims import Dim, product
 from .graph import FLOATS, Graph, TType
 from .ops import OPS, _per_axis, attach, window_geometry
 
@@ -419,9 +419,17 @@ def _(e, n, g):
     if ta.rank == 1 or tb.rank == 1:
         g2 = e("reshape", g, shape=OPS["matmul"].shape([e.type(a2), e.type(b2)], {}).shape)
     ga = e("matmul", g2, e("transpose", b2))
-    gb = e("matmul", e("transpose", a2), g2)
     ga = unbroadcast(e, ga, e.type(a2).shape)
-    gb = unbroadcast(e, gb, e.type(b2).shape)
+    sa = e.type(a2).shape
+    if e.type(b2).rank == 2 and len(sa) > 2:
+        # x [..., K] @ W [K, N]: W's cotangent is one product over all leading axes, not a batched
+        # product summed afterwards
+        rows = product(sa[:-1])
+        flat_a = e("reshape", a2, shape=(rows, sa[-1]))
+        flat_g = e("reshape", g2, shape=(rows, e.type(g2).shape[-1]))
+        gb = e("matmul", e("transpose", flat_a), flat_g)
+    else:
+        gb = unbroadcast(e, e("matmul", e("transpose", a2), g2), e.type(b2).shape)
     if ta.rank == 1:
         ga = e("reshape", ga, shape=ta.shape)
     if tb.rank == 1:

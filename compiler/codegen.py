@@ -326,7 +326,7 @@ class _Function:
                 self.emit_matmul(s, it, ind, note)
             elif it.kind in ("conv", "conv_transpose", "max_pool", "avg_pool", "max_pool_grad"):
                 self.emit_window(s, it, ind)
-            elif it.kind in ("concat", "pad", "scatter_add"):
+            elif it.kind in ("concat", "scatter_add"):
                 getattr(self, "emit_" + it.kind)(s, it, ind, note)
             else:
                 raise Unsupported(f"the cpu target cannot compile `{it.kind}` yet")
@@ -462,26 +462,6 @@ class _Function:
             si = horner([(f"i{q}", isz[q]) for q in range(r)])
             lines.append("    " * r + f"{o}[{o}o + {oi}] = {src}[{src}o + {si}]")
             lines.append(f"off += {isz[ax]}")
-        self.kernel_call(ind, lines, k, note)
-
-    def emit_pad(self, s: Schedule, it, ind: str, note: str):
-        g = s.graph
-        n = it.nodes[0]
-        x = g.node(n)["inputs"][0]
-        a = g.node(n)["attrs"]
-        out = g.type(n)
-        r = out.rank
-        pads = list(a["pads"]) + [(0, 0)] * (r - len(a["pads"]))
-        k = _Kernel()
-        o = k.array(self.ref(s, n))
-        src = k.array(self.ref(s, x))
-        osz = self._shape_params(k, out.shape, "o")
-        xsz = self._shape_params(k, g.type(x).shape, "x")
-        lines = [f"for i in range({' * '.join(osz) or '1'}):",
-                 f"    {o}[{o}o + i] = {literal(a['value'], self.mod.store(out.dtype))}"]
-        lines += ["    " * q + f"for i{q} in range({xsz[q]}):" for q in range(r)]
-        oi = horner([(f"i{q} + {int(pads[q][0])}" if int(pads[q][0]) else f"i{q}", osz[q]) for q in range(r)])
-        lines.append("    " * r + f"{o}[{o}o + {oi}] = {src}[{src}o + {horner([(f'i{q}', xsz[q]) for q in range(r)])}]")
         self.kernel_call(ind, lines, k, note)
 
     def emit_scatter_add(self, s: Schedule, it, ind: str, note: str):
@@ -706,7 +686,7 @@ class _Fused:
         op, a = d["op"], d["attrs"]
         ins = list(d["inputs"])
         T = f.mod.np(d["type"].dtype)
-        x = [self.operand(o) for o in ins] if op not in ("transpose", "slice", "gather", "one_hot") else []
+        x = [self.operand(o) for o in ins] if op not in ("transpose", "slice", "gather", "one_hot", "pad") else []
         t = self.local[m]
         e, j = "e" + t[1:], "j" + t[1:]
         if op in _FAST32 and f.mod.store(d["type"].dtype) == "f32":
@@ -753,6 +733,16 @@ class _Fused:
             idx = horner([(pos if q == ax else self.iv[q], size if q == ax else self.n[q])
                           for q in range(self.r) if q == ax or not _unit(sh[q])])
             return [f"{t} = {src}[{src}o + {idx}]"]
+        if op == "pad":  # inside the source: its element; in the border: the pad value
+            sh = g.type(ins[0]).shape
+            pads = list(a["pads"]) + [(0, 0)] * (self.r - len(a["pads"]))
+            sizes = [k.scalar(f.D(sh[q])) if int(pads[q][0]) or int(pads[q][1]) else self.n[q] for q in range(self.r)]
+            pos = [f"({self.iv[q]} - {int(pads[q][0])})" if int(pads[q][0]) else self.iv[q] for q in range(self.r)]
+            inside = " and ".join(f"0 <= {pos[q]} < {sizes[q]}" for q in range(self.r)
+                                  if int(pads[q][0]) or int(pads[q][1])) or "True"
+            idx = horner([(pos[q], sizes[q]) for q in range(self.r) if not _unit(sh[q])])
+            value = literal(a["value"], f.mod.store(d["type"].dtype))
+            return [f"{t} = {src}[{src}o + {idx}] if {inside} else {value}"]
         if op == "gather":
             ix = k.array(f.ref(self.s, ins[1]), key=ins[1])
             ax = a["axis"]

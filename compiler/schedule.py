@@ -7,7 +7,7 @@ lives (memory planning). Two named stages, each printable:
 Fusion rules, by the op kinds of the registry:
   - elementwise and broadcast ops of one output shape join one loop nest (a `fused` item), up to MAX_GROUP
     nodes; sources computed from the index (fill, iota, random numbers, one_hot) join as well, and so do
-    reads through an index map (transpose, broadcast_to, slice, gather), whose operand must already be stored;
+    reads through an index map (transpose, broadcast_to, slice, gather, pad), whose operand must be stored;
   - a reduction absorbs the group that computes its operand (the group's loop becomes the reduction's);
   - a transpose that swaps the last two axes and feeds only matmuls is never copied: the matmul reads it
     transposed (BLAS does both layouts);
@@ -36,7 +36,7 @@ ELEMENTWISE = {"exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "atan", "sin", 
                "abs", "sign", "not", "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt",
                "le", "gt", "ge", "and", "or", "select", "cast", "stop_gradient"}
 SOURCES = {"fill", "iota", "dim_value", "rand_uniform", "rand_normal"}
-INDEX_READS = {"transpose", "broadcast_to", "slice", "gather", "one_hot"}  # operands must be stored
+INDEX_READS = {"transpose", "broadcast_to", "slice", "gather", "one_hot", "pad"}  # operands must be stored
 REDUCTIONS = {"sum", "mean", "max", "min", "argmax", "argmin"}
 VIEWS = {"reshape"}
 LEAVES = {"input", "param", "state", "capture", "constant"}
@@ -288,6 +288,33 @@ def _fuse_body(s: Schedule, it: Item):
     caps = list(d["inputs"])[ns + nc + (1 if d["attrs"]["has_lengths"] else 0):]
     for cap, outer in zip(body.captures.values(), caps):
         bs.storage[cap] = ("outer", outer)
+    if not d["attrs"]["has_lengths"]:  # with lengths, finished examples keep their old carry
+        for i in range(nc):
+            _carry_in_place(bs, body.inputs[ns + i], body.outputs[i][1])
+
+
+def _carry_in_place(bs: Schedule, old: int, new: int):
+    """Let a step write a carry's new value over the old one (no copy at the end of the step), when the
+    loop that computes it reads the old value only elementwise, nothing after it reads the old value, and
+    the old value is not also yielded (BPTT yields the carry a step started from)."""
+    g = bs.graph
+    outputs = [n for _, n in g.outputs]
+    if old in outputs or outputs.count(new) != 1 or bs.storage.get(new, ("",))[0] != "scratch":
+        return
+    writer = next((k for k, it in enumerate(bs.items) if new in it.stored), None)
+    if writer is None:
+        return
+    it = bs.items[writer]
+    if it.kind != "fused" or it.tail is not None or tuple(it.domain) != tuple(g.type(old).shape):
+        return
+    if not all(g.node(m)["op"] in ELEMENTWISE and tuple(g.type(m).shape) == tuple(it.domain)
+               for m in it.nodes if old in g.node(m)["inputs"]):
+        return
+    views = {n for n, (kind, arg) in bs.storage.items() if kind == "view" and arg == old}
+    for k, other in enumerate(bs.items):
+        if k > writer and ({old} | views) & set(item_reads(bs, other)):
+            return
+    bs.storage[new] = ("view", old)
 
 
 def scan_outputs(g: Graph, n: int) -> tuple[int, int]:
