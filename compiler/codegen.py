@@ -623,10 +623,13 @@ class _Fused:
             ax = d["attrs"].get("axis")
             axes = list(range(rank)) if ax is None else sorted(a % rank for a in ([ax] if isinstance(ax, int) else ax))
         kept = [q for q in range(rank) if q not in axes]
+        is_float = f.mod.store(g.type(src).dtype) in ("f32", "f64")
+        if (op in ("sum", "mean", "max", "min") and kept and axes == list(range(len(axes)))
+                and not _unit(self.dom[-1])):
+            return lines + self.leading_reduction(op, axes, kept, stmts + stores, tail_out, src, is_float, d)
         for depth, q in enumerate(kept):
             lines.append("    " * depth + f"for i{q} in range({self.n[q]}):")
         ind = "    " * len(kept)
-        is_float = f.mod.store(g.type(src).dtype) in ("f32", "f64")
         init = {"sum": "0.0" if is_float else "0", "mean": "0.0",
                 "max": "-np.inf" if is_float else "-9223372036854775807 - 1",
                 "min": "np.inf" if is_float else "9223372036854775807"}
@@ -655,6 +658,31 @@ class _Fused:
             lines.append(ind + f"{target} = best")
         else:
             lines.append(ind + f"{target} = {T}(acc)")
+        return lines
+
+    def leading_reduction(self, op, axes, kept, body, out, src, is_float, d) -> list[str]:
+        """A reduction over leading axes (a bias gradient: sum over the batch) walks its input in memory
+        order and accumulates into the output in its own dtype, as NumPy does along a non-inner axis; the
+        inner loop then runs over contiguous memory."""
+        f = self.f
+        T = f.mod.np(d["type"].dtype)
+        size = " * ".join(self.n[q] for q in kept)
+        init = {"sum": "0", "mean": "0", "max": "-np.inf" if is_float else "-9223372036854775807 - 1",
+                "min": "np.inf" if is_float else "9223372036854775807"}[op]
+        lines = [f"for j in range({size}):", f"    {out}[{out}o + j] = {init}"]
+        for depth, q in enumerate(axes + kept):
+            lines.append("    " * depth + f"for i{q} in range({self.n[q]}):")
+        ind = "    " * (len(axes) + len(kept))
+        lines += [ind + x for x in body]
+        v = self.local[src] if src in self.mset else self.leaf(src)
+        target = f"{out}[{out}o + {horner([(f'i{q}', self.n[q]) for q in kept if not _unit(self.dom[q])])}]"
+        if op in ("sum", "mean"):
+            lines.append(ind + f"{target} += {v}")
+        else:
+            lines.append(ind + f"{target} = np.{'maximum' if op == 'max' else 'minimum'}({target}, {v})")
+        if op == "mean":
+            count = " * ".join(self.n[q] for q in axes)
+            lines += [f"for j in range({size}):", f"    {out}[{out}o + j] = {T}({out}[{out}o + j] / ({count}))"]
         return lines
 
     def index(self, shape) -> str:
