@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--with", dest="present", action="append", default=[], metavar="INPUT",
                         help="include an optional input")
         sp.add_argument("--seed", type=int, default=0, help="seed for initial weights, shuffling and random ops")
+        sp.add_argument("--target", choices=["cpu", "reference"], default=None,
+                        help="cpu: compiled (the default, or $DLC_TARGET); reference: the NumPy interpreter")
         if weights:
             sp.add_argument("--weights", required=True, metavar="FILE", help="a .npz weights file (e.g. best.npz)")
     t = sub.add_parser("train", help="train a model; writes history, checkpoints and a learning curve",

@@ -39,7 +39,7 @@ def _load_model(args):
         raise ModelError(diags, sources)
     overrides = {"optimizer": args.optimizer} if getattr(args, "optimizer", None) else {}
     return Model(args.model, seed=args.seed, present=getattr(args, "present", ()), train=overrides,
-                 located_sets=sets, sources=sources)
+                 located_sets=sets, sources=sources, target=getattr(args, "target", None))
 
 
 def _dataset(args, model):

@@ -179,12 +179,12 @@ class Model:
         return self._compiled
 
     def entries(self) -> list:
-        """The functions the cpu target compiles: predict, eval_step when the model has a loss and targets,
+        """The functions the cpu target compiles: predict, eval_step when the model has a loss,
         and a train step per phase (one `train_step` without phases)."""
         from .compiled import Entry
         g = self.infer
         entries = [Entry("predict", g, self.output_names)]
-        if "loss" in dict(g.outputs) and self.target_names:
+        if "loss" in dict(g.outputs):
             entries.append(Entry("eval_step", g, self.output_names[:1] + ["loss"]))
         for pi in self.phase_indices():
             step = self._step(pi)

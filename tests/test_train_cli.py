@@ -72,13 +72,14 @@ DIVERGES = """model d(x: f32[B, 2]) -> (y: f32[B, 2]) {
 """
 
 
-def test_nonfinite_loss_stops_with_its_cause(dlc, tmp_path):
+@pytest.mark.parametrize("target", ["reference", "cpu"])
+def test_nonfinite_loss_stops_with_its_cause(dlc, tmp_path, target):
     model = tmp_path / "d.dln"
     model.write_text(DIVERGES)
     data = tmp_path / "x.npy"
     np.save(data, np.ones((5, 2), np.float32))  # 4 train examples: one step per epoch
     out = tmp_path / "run"
-    rc, stdout, err = dlc("train", model, "--data", data, "--epochs", "5", "--out", out)
+    rc, stdout, err = dlc("train", model, "--data", data, "--epochs", "5", "--out", out, "--target", target)
     assert rc == 1
     assert "epoch 3" in err and "step 3" in err and "log" in err, err
     assert (out / "last.npz").is_file()  # the last good weights stay
@@ -88,12 +89,12 @@ def test_nonfinite_loss_stops_with_its_cause(dlc, tmp_path):
 def test_train_mlp_on_digits_end_to_end(dlc, tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "run"
-    rc, stdout, err = dlc("train", "mlp", "--out", out)
+    rc, stdout, err = dlc("train", "mlp", "--out", out, "--target", "cpu")  # compiled, as users run it
     assert rc == 0, err
     final = stdout.strip().splitlines()[-1]
     acc = float(final.split("accuracy")[1].split()[0])
     assert acc >= 0.97, final  # the default settings in zoo/mlp.dln, seed 0
-    rc, ev, err = dlc("eval", "mlp", "--weights", out / "best.npz")
+    rc, ev, err = dlc("eval", "mlp", "--weights", out / "best.npz", "--target", "cpu")
     assert rc == 0 and f"accuracy {acc:.4f}" in ev
 
 
