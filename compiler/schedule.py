@@ -317,12 +317,6 @@ def _carry_in_place(bs: Schedule, old: int, new: int):
     bs.storage[new] = ("view", old)
 
 
-def scan_outputs(g: Graph, n: int) -> tuple[int, int]:
-    """(number of yields, number of carries) of a scan node: its outputs are the yields, then the carries."""
-    a = g.node(n)["attrs"]
-    return len(g.node(n)["type"]) - a["n_carries"], a["n_carries"]
-
-
 # ---- memory planning
 def assign_buffers(s: Schedule, pos: list | None = None) -> int:
     """Give every scratch value a Buffer with its lifetime on one timeline (scan bodies nested inside their
