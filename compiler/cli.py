@@ -301,17 +301,24 @@ def _flag_span(argv, spans, flag, value):
     return None
 
 
+def command_line_sets(values, argv) -> tuple:
+    """--set NAME=VALUE flags as {name: (Span, value)}, the sources that show those spans, and the
+    diagnostics of bad ones."""
+    sources = Sources()
+    text, spans = _locate(argv)
+    sources.add(CMDLINE, text)
+    diags: list[Diagnostic] = []
+    sets = _parse_assignments("--set", values, argv, spans, diags, "set")
+    return sets, sources, diags
+
+
 def cmd_compile(args, argv) -> int:
     from dsl.loader import resolve
     from dsl.diagnostics import DiagnosticError
     if args.emit and args.output:
         return _fail("--emit prints to standard output and writes no files, so it takes no -o",
                      f"redirect it: `dlc compile {args.model} --emit {args.emit} > FILE`")
-    sources = Sources()
-    text, spans = _locate(argv)
-    sources.add(CMDLINE, text)
-    diags: list[Diagnostic] = []
-    sets = _parse_assignments("--set", args.set, argv, spans, diags, "set")
+    sets, sources, diags = command_line_sets(args.set, argv)
     if diags:
         render_all(diags, sources)
         return 1
@@ -331,7 +338,8 @@ def cmd_compile(args, argv) -> int:
     if unknown:
         opt = ", ".join(model.infer.optional_inputs) or "none"
         render_all([Diagnostic("E0132", f"`--with {unknown[0]}`: the model has no optional input `{unknown[0]}`",
-                               _flag_span(argv, spans, "--with", unknown[0]), help=f"its optional inputs: {opt}")],
+                               _flag_span(argv, _locate(argv)[1], "--with", unknown[0]),
+                               help=f"its optional inputs: {opt}")],
                    sources)
         return 1
     from compiler.codegen import Unsupported

@@ -86,6 +86,16 @@ class Graph:
     def nodes(self):
         return range(self.nx.number_of_nodes())
 
+    def ancestors(self, roots) -> set:
+        """The roots and every node they depend on."""
+        seen, stack = set(), list(roots)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.node(n)["inputs"])
+        return seen
+
     def pretty(self) -> str:
         """The graph as text, one node a line: what `dlc compile --emit graph` prints."""
         lines = []

@@ -59,12 +59,7 @@ def dce(g: Graph) -> Graph:
     roots = [n for _, n in g.outputs] + [n for _, n in g.state_updates]
     if g.train is not None and "loss" in g.train["settings"]:
         roots.append(g.train["settings"]["loss"])
-    live, stack = set(), list(roots)
-    while stack:
-        n = stack.pop()
-        if n not in live:
-            live.add(n)
-            stack += g.node(n)["inputs"]
+    live = g.ancestors(roots)
     keep = [n for n in g.nodes() if n in live or g.node(n)["op"] in _LEAVES]  # the interface stays
     return _rebuild(g, keep, {})
 

@@ -121,21 +121,11 @@ def _is_last_two_swap(perm) -> bool:
     return r >= 2 and list(perm) == list(range(r - 2)) + [r - 1, r - 2]
 
 
-def live_nodes(g: Graph, roots) -> set:
-    live, stack = set(), list(roots)
-    while stack:
-        n = stack.pop()
-        if n not in live:
-            live.add(n)
-            stack.extend(g.node(n)["inputs"])
-    return live
-
-
 def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = None,
          updates: dict | None = None) -> Schedule:
     """Group the nodes that the roots (default: the graph's outputs) need into items."""
     roots = [n for _, n in g.outputs] if roots is None else list(roots)
-    live = live_nodes(g, roots)
+    live = g.ancestors(roots)
     uses: dict[int, list] = {n: [] for n in live}
     for n in sorted(live):
         for i in g.node(n)["inputs"]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsl.diagnostics import Diagnostic, Sources, render_all
+from dsl.diagnostics import render_all
 
 
 def _fail(message, help_=None, where=None) -> int:
@@ -28,13 +28,8 @@ def _fail(message, help_=None, where=None) -> int:
 def _load_model(args):
     """The model, with --set and --with applied; raises ModelError with located diagnostics."""
     from runtime.model import Model, ModelError
-    from .cli import CMDLINE, _locate, _parse_assignments
-    argv = getattr(args, "argv", [])
-    sources = Sources()
-    text, spans = _locate(argv)
-    sources.add(CMDLINE, text)
-    diags: list[Diagnostic] = []
-    sets = _parse_assignments("--set", args.set, argv, spans, diags, "set")
+    from .cli import command_line_sets
+    sets, sources, diags = command_line_sets(args.set, getattr(args, "argv", []))
     if diags:
         raise ModelError(diags, sources)
     overrides = {"optimizer": args.optimizer} if getattr(args, "optimizer", None) else {}

@@ -140,19 +140,8 @@ def _needed_cached(g: Graph, targets: tuple) -> set:
     cache = g.__dict__.setdefault("_needed", {})
     key = (len(g), targets)
     if key not in cache:
-        cache[key] = needed(g, targets)
+        cache[key] = g.ancestors(targets)
     return cache[key]
-
-
-def needed(g: Graph, targets) -> set:
-    """The nodes the targets depend on."""
-    seen, stack = set(), list(targets)
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(g.node(n)["inputs"])
-    return seen
 
 
 def evaluate(g: Graph, env: dict, ctx: Ctx, only: set | None = None) -> dict:
