@@ -85,6 +85,8 @@ class Program:
     table: list = field(default_factory=list)  # the int table T: ("D" | "O" | "Q", index) per entry
     rows: list = field(default_factory=list)  # R: where each call's row of T starts
     labels: list = field(default_factory=list)  # per call: what it computes (for profiles)
+    input_dtypes: list = field(default_factory=list)  # storage dtype of each input
+    prof: object = None  # seconds per call, when the module was generated with profile=True
 
 
 @dataclass
@@ -283,7 +285,10 @@ class _Function:
         s = self.s
         g = s.graph
         self.emit_items(s, "    ", "rk")
-        for b in self.buffers_list():
+        for name in self.inputs:
+            n = next(n for n, (kind, arg) in s.storage.items() if kind == "input" and arg == name)
+            self.program.input_dtypes.append(self.mod.store(g.type(n).dtype))
+        for b in self.s.buffers:
             self.program.buffers.append((self.mod.store(b.dtype), b.size))
         for name, n in g.outputs:
             root = s.root(n)
@@ -307,9 +312,6 @@ class _Function:
         if self.mod.profile:
             head += ["    with objmode(last_='float64'):", "    last_ = perf_counter()".replace("    last_", "        last_")]
         return "\n".join(head + self.body + ["    return True", ""])
-
-    def buffers_list(self):
-        return self.s.buffers
 
     def emit_items(self, s: Schedule, ind: str, rk: str):
         g = s.graph

@@ -69,7 +69,11 @@ def _write_atomic(path: Path, text: str):
 
 
 def module_path(source: str) -> Path:
-    return cache_dir() / "cpu" / f"m_{cache_key(source)}.py"
+    return _module_file(cache_key(source))
+
+
+def _module_file(key: str) -> Path:
+    return cache_dir() / "cpu" / f"m_{key}.py"
 
 
 def load_module(source: str):
@@ -77,7 +81,7 @@ def load_module(source: str):
     key = cache_key(source)
     if key in _LOADED:
         return _LOADED[key]
-    path = cache_dir() / "cpu" / f"m_{key}.py"
+    path = _module_file(key)
     try:
         current = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -159,8 +163,7 @@ def generate(title: str, entries: list, float_dtype: str = "f32", profile: bool 
     gen = ModuleGen(title, float_dtype, profile)
     for e in entries:
         s = schedule_entry(e)
-        inputs = sorted({arg for kind, arg in s.storage.values() if kind == "input"},
-                        key=lambda name: next(n for n, (k, a) in s.storage.items() if k == "input" and a == name))
+        inputs = [arg for _, (kind, arg) in sorted(s.storage.items()) if kind == "input"]
         gen.add(e.name, s, inputs)
     return gen
 
@@ -189,6 +192,9 @@ class Compiled:
             self.views[key] = view
         self.Q = np.array(offsets or [0], dtype=np.int64)
         self._P = [self.P[d] for d in STORE]
+        if gen.profile:
+            for prog in self.programs.values():
+                prog.prof = np.zeros(max(len(prog.rows), 1))
         self.arenas: dict = {}
         self._by_shapes: dict = {}
 
@@ -227,10 +233,10 @@ class Compiled:
         prog = self.programs[name]
         xs = []
         shapes = []
-        for inp in prog.inputs:
+        for inp, dt in zip(prog.inputs, prog.input_dtypes):
             if inp not in feeds:
                 raise RunError(f"no value for input `{inp}`")
-            x = np.ascontiguousarray(feeds[inp], dtype=_NP[self._input_dtype(prog, inp)])
+            x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
             shapes.append(x.shape)
             xs.append(x.reshape(-1))  # every value is a flat array and an offset
         key = (name, tuple(shapes))
@@ -262,8 +268,6 @@ class Compiled:
     def _prof(self, prog: Program) -> tuple:
         if not self.gen.profile:
             return ()
-        if not hasattr(prog, "prof"):
-            prog.prof = np.zeros(max(len(prog.rows), 1))
         return (prog.prof,)
 
     def profile(self, name: str) -> list:
@@ -278,14 +282,6 @@ class Compiled:
             shape = tuple(_int(d, bindings) for d in o.shape)
             specs[out_name] = (o.kind, o.arg, o.dtype, shape, int(np.prod(shape)) if shape else 1)
         return specs
-
-    def _input_dtype(self, prog: Program, name: str) -> str:
-        types = prog.__dict__.setdefault("_input_types", {})
-        if name not in types:
-            s = prog.schedule
-            n = next(n for n, (k, a) in s.storage.items() if k == "input" and a == name)
-            types[name] = self.gen.store(s.graph.type(n).dtype)
-        return types[name]
 
     def plan(self, name: str, feeds: dict):
         """The memory plan of one function for these inputs (arena sizes against the sum of buffers)."""

@@ -213,11 +213,19 @@ def conv_transpose2d(xa, wa, oa, wsa, T, r):
 
 
 @njit(cache=True, error_model="numpy")
-def max_pool2d(xa, oa, T, r):
+def _pool_row(xa, oa, T, r):
+    """A pool's row of T: offsets, the input's and the output's [N, C, H, W], then window, stride, pad."""
     xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
-    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
     x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
     out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
+    return x, out, T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
+
+
+@njit(cache=True, error_model="numpy")
+def max_pool2d(xa, oa, T, r):
+    x, out, kh, kw, sh, sw, ph, pw = _pool_row(xa, oa, T, r)
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
     for n in range(N):
         for c in range(C):
             for oh in range(OH):
@@ -236,10 +244,9 @@ def max_pool2d(xa, oa, T, r):
 @njit(cache=True, error_model="numpy")
 def avg_pool2d(xa, oa, T, r):
     """The mean over the window's part inside the padded input (count_include_pad, as the reference)."""
-    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
-    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
-    x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
-    out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
+    x, out, kh, kw, sh, sw, ph, pw = _pool_row(xa, oa, T, r)
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
     for n in range(N):
         for c in range(C):
             for oh in range(OH):

@@ -327,3 +327,17 @@ def test_no_allocation_per_step(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     per_step, arrays = out.stdout.split()
     assert float(per_step) <= float(arrays)
+
+
+def test_profile_times_every_call():
+    step, values, feeds, outs = _zoo_step("xor", {})
+    updates = {o[len("new:"):]: o for o in step.outputs[1:]}
+    c = compiled.compile_graphs("xor", [compiled.Entry("train_step", step.graph, outs, updates, step.outputs[0])],
+                                profile=True)
+    c.sync(dict(values))
+    for t in (1, 2):
+        c.call("train_step", {**feeds, "lr": np.float32(0.1), "step": np.float32(t)}, step=t)
+    prof = c.profile("train_step")
+    assert len(prof) == len(c.programs["train_step"].rows)
+    assert all(sec > 0 for sec, _ in prof)
+    assert any("matmul" in what for _, what in prof)
