@@ -26,7 +26,7 @@ import numpy as np
 from .dims import Dim, product
 from .graph import Graph
 from .ops import _per_axis, window_geometry
-from .schedule import ELEMENTWISE, Schedule
+from .schedule import ELEMENTWISE, Schedule, conv_chunk
 
 STORE = ("f32", "f64", "i32", "i64", "bool")
 NP_NAME = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
@@ -434,7 +434,7 @@ class _Function:
             ints = dims4(ins[0]) + dims4(ins[1]) + dims4(n) + [self.D(v) for v in stride + pad + dil]
             ws = (f"A_{self.mod.store(g.type(n).dtype)}", f"O[{it.workspace}]")
             self.lib(ind, "conv2d" if it.kind == "conv" else "conv_transpose2d", refs([ins[0], ins[1], n]) + [ws],
-                     ints=ints + [self.D(a.get("groups", 1))])
+                     ints=ints + [self.D(a.get("groups", 1)), self.D(conv_chunk(g, it)[0])])
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)
@@ -592,6 +592,41 @@ class _Fused:
                         return False
         return True
 
+    def merge_axes(self) -> list | None:
+        """Adjacent axes that every operand either spans both of or broadcasts along both of are one
+        axis: a bias over [N, C, H, W] runs over [N, C, H*W], so the inner loop is long enough to
+        vectorize. Only for loops of elementwise members (an index read or a reduction names its axes)."""
+        if self.it.tail is not None or self.r < 2:
+            return None
+        if any(self.g.node(m)["op"] not in ELEMENTWISE | {"fill", "dim_value", "rand_uniform", "rand_normal",
+                                                           "broadcast_to"} for m in self.members):
+            return None
+        spans = []
+        for m in self.members:
+            for o in self.g.node(m)["inputs"]:
+                if o not in self.mset and self.s.storage[o][0] != "inline":
+                    sh = tuple(self.g.type(o).shape)
+                    sh = (Dim.const(1),) * (self.r - len(sh)) + sh
+                    spans.append([not _unit(d) for d in sh])
+        groups = [[0]]
+        for q in range(1, self.r):
+            if all(sp[q] == sp[q - 1] for sp in spans):
+                groups[-1].append(q)
+            else:
+                groups.append([q])
+        if len(groups) == self.r:
+            return None
+        self.dom = tuple(product([self.dom[q] for q in grp]) for grp in groups)
+        self.r = len(groups)
+        return groups
+
+    def merged(self, shape) -> tuple:
+        """An operand's shape on the merged axes."""
+        if self.groups is None:
+            return tuple(shape)
+        full = (Dim.const(1),) * (sum(len(grp) for grp in self.groups) - len(shape)) + tuple(shape)
+        return tuple(product([full[q] for q in grp]) for grp in self.groups)
+
     def build(self):
         g, f, k = self.g, self.f, self.k
         it = self.it
@@ -599,6 +634,7 @@ class _Fused:
         outs = [k.array(f.ref(self.s, n)) for n in stored]
         tail_out = k.array(f.ref(self.s, it.tail)) if it.tail is not None else None
         self.flat = self.flat_ok()
+        self.groups = None if self.flat else self.merge_axes()
         if self.flat:
             self.size = k.scalar(f.D(product(self.dom)))
             self.iv, self.n = ["i"], [self.size]
@@ -708,7 +744,7 @@ class _Fused:
         if lit is not None:
             return lit
         a = self.k.array(self.f.ref(self.s, o), key=o)
-        return f"{a}[{a}o + {self.index(self.g.type(o).shape)}]"
+        return f"{a}[{a}o + {self.index(self.merged(self.g.type(o).shape))}]"
 
     def operand(self, o: int) -> str:
         return self.local[o] if o in self.mset else self.leaf(o)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dims import Dim, product
+from .dims import Dim, dmin, product
 from .graph import Graph
 
 MAX_GROUP = 32
@@ -331,8 +331,9 @@ def assign_buffers(s: Schedule, pos: list | None = None) -> int:
     for _, n in g.outputs:
         last[n] = t
     for it, (start, _) in zip(s.items, item_pos):
-        size = workspace_size(g, it)
-        if size is not None:
+        chunk = conv_chunk(g, it)
+        if chunk is not None:
+            size = chunk[1]
             b = Buffer(-1, g, g.type(it.nodes[0]).dtype, size, start, start)
             s.buffers.append(b)
             it.workspace = len(s.buffers) - 1
@@ -365,17 +366,29 @@ def assign_buffers(s: Schedule, pos: list | None = None) -> int:
     return t
 
 
-def workspace_size(g: Graph, it: Item) -> Dim | None:
-    """conv multiplies its filters by the im2col columns of one image; conv_transpose scatters its
-    columns back (col2im)."""
+# im2col workspace, in elements, that one GEMM of a convolution may fill: several images per GEMM call
+# pay BLAS's fixed cost once, and the bound keeps large images from needing a huge scratch buffer.
+CONV_CHUNK = 1 << 20
+
+
+def conv_chunk(g: Graph, it: Item) -> tuple[Dim, Dim] | None:
+    """(images per GEMM, workspace size) of a conv or conv_transpose: conv fills the im2col columns of
+    a chunk of images and its GEMM result; conv_transpose its columns and the chunk's input channels."""
     if it.kind not in ("conv", "conv_transpose"):
         return None
     x, w = (g.type(i) for i in g.node(it.nodes[0])["inputs"])
+    out = g.type(it.nodes[0])
     groups = g.node(it.nodes[0])["attrs"].get("groups", 1)
     if it.kind == "conv":
-        out = g.type(it.nodes[0])
-        return (x.shape[1] / groups) * product(w.shape[2:]) * product(out.shape[2:])
-    return w.shape[1] * product(w.shape[2:]) * product(x.shape[2:])
+        cg, kg, positions = x.shape[1] / groups, w.shape[0] / groups, product(out.shape[2:])
+        per_image = (cg * product(w.shape[2:]) + kg) * positions
+    else:
+        cg, kg, positions = x.shape[1] / groups, w.shape[1], product(x.shape[2:])
+        per_image = (kg * product(w.shape[2:]) + cg) * positions
+    images = Dim.const(1)
+    if per_image.is_const:
+        images = dmin(x.shape[0], Dim.const(max(1, CONV_CHUNK // int(per_image.value))))
+    return images, images * per_image
 
 
 def item_reads(s: Schedule, it: Item) -> list[int]:

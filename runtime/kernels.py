@@ -1,5 +1,5 @@
 """Hand-written Numba kernels that generated code calls: the counter-based random numbers, and the window
-ops (convolution by im2col plus one GEMM per image, pooling by direct loops). Elementwise, reduction,
+ops (convolution by im2col plus one GEMM per chunk of images, pooling by direct loops). Elementwise, reduction,
 movement and matmul kernels are generated per model (compiler/codegen.py); these are the ones whose loops
 do not depend on the model's structure.
 
@@ -123,93 +123,170 @@ def scan_carry_lengths(dst, src, lens, T, r, k):
 
 
 # ---- windows
+# Runs of a flat array, indexed unsigned: numba checks signed indices for negative wraparound, and that
+# check keeps LLVM from vectorizing the loop.
 @njit(cache=True, error_model="numpy")
-def _fill_cols(x, n, c0, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols):
-    """im2col of one image: row (c, i, j) holds the input under kernel tap (i, j) of channel c at every
-    output position. The in-bounds range of each row is computed, so the copy loop has no branch."""
-    H, W = x.shape[2], x.shape[3]
+def _zero_run(dst, d, n):
+    d = np.uint64(d)
+    for t in range(np.uint64(n)):
+        dst[d + t] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def _copy_run(dst, d, src, s, stride, n):
+    d, s, stride = np.uint64(d), np.uint64(s), np.uint64(stride)
+    for t in range(np.uint64(n)):
+        dst[d + t] = src[s + t * stride]
+
+
+@njit(cache=True, error_model="numpy")
+def _add_run(dst, d, stride, src, s, n, scale):
+    d, s, stride = np.uint64(d), np.uint64(s), np.uint64(stride)
+    for t in range(np.uint64(n)):
+        dst[d + t * stride] += scale * src[s + t]
+
+
+@njit(cache=True, error_model="numpy")
+def _inside(shift, step, size, count):
+    """The range [lo, hi) of t in [0, count) with 0 <= t * step + shift < size."""
+    lo = min(count, max(0, -(shift // step)))
+    hi = max(lo, min(count, (size - 1 - shift) // step + 1))
+    return lo, hi
+
+
+@njit(cache=True, error_model="numpy")
+def _im2col(xa, x0, m, CHW, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols, ld):
+    """Columns of m images: cols[(c, i, j), (b, oh, ow)] = x[b, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw],
+    row length ld. The copy runs along ow, so this layout suits outputs wider than the filter."""
+    P = OH * OW
     for c in range(cg):
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 shift = j * dw - pw
-                lo = min(OW, max(0, -(shift // sw)))  # first ow with ow * sw + shift >= 0
-                hi = max(lo, min(OW, (W - 1 - shift) // sw + 1))  # one past the last with it < W
-                for oh in range(OH):
-                    h = oh * sh - ph + i * dh
-                    base = oh * OW
-                    if h < 0 or h >= H:
-                        for ow in range(OW):
-                            cols[r, base + ow] = 0
-                        continue
-                    for ow in range(lo):
-                        cols[r, base + ow] = 0
-                    for ow in range(lo, hi):
-                        cols[r, base + ow] = x[n, c0 + c, h, ow * sw + shift]
-                    for ow in range(hi, OW):
-                        cols[r, base + ow] = 0
+                lo, hi = _inside(shift, sw, W, OW)
+                for b in range(m):
+                    src = x0 + b * CHW + c * H * W
+                    for oh in range(OH):
+                        d = r * ld + b * P + oh * OW
+                        h = oh * sh - ph + i * dh
+                        if h < 0 or h >= H:
+                            _zero_run(cols, d, OW)
+                            continue
+                        _zero_run(cols, d, lo)
+                        _copy_run(cols, d + lo, xa, src + h * W + lo * sw + shift, sw, hi - lo)
+                        _zero_run(cols, d + hi, OW - hi)
+
+
+@njit(cache=True, error_model="numpy")
+def _im2col_t(xa, x0, m, CHW, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols):
+    """The transposed columns, cols[(b, oh, ow), (c, i, j)]: the copy runs along j, which suits filters
+    wider than the output (a filter's gradient is such a convolution)."""
+    rows = cg * kh * kw
+    for b in range(m):
+        for oh in range(OH):
+            for ow in range(OW):
+                d0 = ((b * OH + oh) * OW + ow) * rows
+                lo, hi = _inside(ow * sw - pw, dw, W, kw)
+                for c in range(cg):
+                    src = x0 + b * CHW + c * H * W
+                    for i in range(kh):
+                        d = d0 + (c * kh + i) * kw
+                        h = oh * sh - ph + i * dh
+                        if h < 0 or h >= H:
+                            _zero_run(cols, d, kw)
+                            continue
+                        _zero_run(cols, d, lo)
+                        _copy_run(cols, d + lo, xa, src + h * W + ow * sw - pw + lo * dw, dw, hi - lo)
+                        _zero_run(cols, d + hi, kw - hi)
 
 
 @njit(cache=True, error_model="numpy")
 def conv2d(xa, wa, oa, wsa, T, r):
-    """out [N, K, OH, OW] = x [N, C, H, W] correlated with w [K, C/groups, KH, KW]."""
+    """out [N, K, OH, OW] = x [N, C, H, W] correlated with w [K, C/groups, KH, KW]: im2col of a chunk of
+    nb images (T[r + 23]) and one GEMM per chunk and group."""
     xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
     N, C, H, W, K, cg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 8], T[r + 9], T[r + 10], T[r + 11]
     OH, OW = T[r + 14], T[r + 15]
-    sh, sw, ph, pw, dh, dw, groups = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22]
-    x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
-    w = wa[wo:wo + K * cg * kh * kw].reshape((K, cg, kh, kw))
-    out = oa[oo:oo + N * K * OH * OW].reshape((N, K, OH, OW))
-    ws = wsa[wso:wso + cg * kh * kw * OH * OW]
-    kg = K // groups
-    rows = cg * kh * kw
-    cols = ws[:rows * OH * OW].reshape((rows, OH * OW))
-    w2 = w.reshape((K, rows))
-    for n in range(N):
-        o = out[n].reshape((K, OH * OW))
+    sh, sw, ph, pw, dh, dw, groups, nb = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22], T[r + 23]
+    kg, rows, P = K // groups, cg * kh * kw, OH * OW
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
         for g in range(groups):
-            _fill_cols(x, n, g * cg, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols)
-            if groups == 1:
-                np.dot(w2, cols, o)
+            wg = wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows))
+            x0 = xo + (n0 * C + g * cg) * H * W
+            if m == 1:  # straight into the output
+                res = oa[oo + (n0 * K + g * kg) * P:oo + (n0 * K + (g + 1) * kg) * P].reshape((kg, P))
             else:
-                np.dot(w2[g * kg:(g + 1) * kg], cols, o[g * kg:(g + 1) * kg])
+                res = wsa[wso + rows * m * P:wso + (rows + kg) * m * P].reshape((kg, m * P))
+            if kw > OW:
+                cols = wsa[wso:wso + m * P * rows].reshape((m * P, rows))
+                _im2col_t(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1))
+                np.dot(wg, cols.T, res)
+            else:
+                cols = wsa[wso:wso + rows * m * P].reshape((rows, m * P))
+                _im2col(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1), m * P)
+                np.dot(wg, cols, res)
+            if m > 1:
+                flat = res.reshape(-1)
+                for b in range(m):
+                    for k in range(kg):
+                        _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P, flat, (k * m + b) * P, 1, P)
 
 
 @njit(cache=True, error_model="numpy")
 def conv_transpose2d(xa, wa, oa, wsa, T, r):
-    """out [N, K, OH, OW] = the adjoint of conv2d: x [N, C, H, W], w [C, K/groups, KH, KW]."""
+    """out [N, K, OH, OW] = the adjoint of conv2d: x [N, C, H, W], w [C, K/groups, KH, KW]. One GEMM per
+    chunk of nb images and group gives the columns, which col2im adds into the output; a depthwise one
+    (one channel in and out per group) adds its taps directly."""
     xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
     N, C, H, W, kg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 9], T[r + 10], T[r + 11]
     K, OH, OW = T[r + 13], T[r + 14], T[r + 15]
-    sh, sw, ph, pw, dh, dw, groups = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22]
-    x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
-    w = wa[wo:wo + C * kg * kh * kw].reshape((C, kg, kh, kw))
-    out = oa[oo:oo + N * K * OH * OW].reshape((N, K, OH, OW))
-    ws = wsa[wso:wso + kg * kh * kw * H * W]
-    cg = C // groups
-    rows = kg * kh * kw
-    cols = ws[:rows * H * W].reshape((rows, H * W))
-    w2 = w.reshape((C, rows))
-    out[:] = 0
-    for n in range(N):
-        xn = x[n].reshape((C, H * W))
+    sh, sw, ph, pw, dh, dw, groups, nb = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22], T[r + 23]
+    cg, rows, HW, OP = C // groups, kg * kh * kw, H * W, OH * OW
+    _zero_run(oa, oo, N * K * OP)
+    if cg == 1 and kg == 1:
+        for n in range(N):
+            for c in range(C):
+                for i in range(kh):
+                    for j in range(kw):
+                        shift = j * dw - pw
+                        lo, hi = _inside(shift, sw, OW, W)
+                        tap = wa[wo + (c * kh + i) * kw + j]
+                        for h in range(H):
+                            oh = h * sh - ph + i * dh
+                            if 0 <= oh < OH:
+                                _add_run(oa, oo + (n * K + c) * OP + oh * OW + lo * sw + shift, sw,
+                                         xa, xo + (n * C + c) * HW + h * W + lo, hi - lo, tap)
+        return
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        cols = wsa[wso:wso + rows * m * HW].reshape((rows, m * HW))
         for g in range(groups):
-            if groups == 1:
-                np.dot(w2.T, xn, cols)
-            else:
-                np.dot(w2[g * cg:(g + 1) * cg].T, xn[g * cg:(g + 1) * cg], cols)
+            wg = wa[wo + g * cg * rows:wo + (g + 1) * cg * rows].reshape((cg, rows))
+            if m == 1:
+                xg = xa[xo + (n0 * C + g * cg) * HW:xo + (n0 * C + (g + 1) * cg) * HW].reshape((cg, HW))
+            else:  # the chunk's channels side by side: [cg, (b, h, w)]
+                xg = wsa[wso + rows * m * HW:wso + (rows + cg) * m * HW].reshape((cg, m * HW))
+                flat = xg.reshape(-1)
+                for c in range(cg):
+                    for b in range(m):
+                        _copy_run(flat, (c * m + b) * HW, xa, xo + ((n0 + b) * C + g * cg + c) * HW, 1, HW)
+            np.dot(wg.T, xg, cols)
+            flat = cols.reshape(-1)
             for k in range(kg):
                 for i in range(kh):
                     for j in range(kw):
-                        r = (k * kh + i) * kw + j
-                        for h in range(H):
-                            oh = h * sh - ph + i * dh
-                            if oh < 0 or oh >= OH:
-                                continue
-                            for v in range(W):
-                                ow = v * sw - pw + j * dw
-                                if 0 <= ow < OW:
-                                    out[n, g * kg + k, oh, ow] += cols[r, h * W + v]
+                        rr = (k * kh + i) * kw + j
+                        shift = j * dw - pw
+                        lo, hi = _inside(shift, sw, OW, W)
+                        for b in range(m):
+                            o0 = oo + ((n0 + b) * K + g * kg + k) * OP
+                            for h in range(H):
+                                oh = h * sh - ph + i * dh
+                                if 0 <= oh < OH:
+                                    _add_run(oa, o0 + oh * OW + lo * sw + shift, sw,
+                                             flat, (rr * m + b) * HW + h * W + lo, hi - lo, 1.0)
 
 
 @njit(cache=True, error_model="numpy")

@@ -157,6 +157,45 @@ def test_gradients_of_every_differentiable_primitive_match_the_reference():
         _close(got[name], want[name], 1e-10)
 
 
+# conv and conv_transpose choose a path by shape: columns along the output or along the filter (a filter
+# wider than the output, as in a filter's gradient), a GEMM per chunk of images or straight into the output,
+# grouped, and a depthwise transposed convolution without a GEMM (avg_pool's gradient)
+_CONVS = [  # (x shape, w shape, attrs, transposed)
+    ((7, 4, 9, 8), (6, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False),
+    ((7, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False),
+    ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False),
+    ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True),
+    ((7, 4, 5, 6), (4, 3, 2, 3), dict(stride=[1, 2], dilation=[2, 1], groups=2), True),
+    ((7, 3, 4, 4), (3, 1, 2, 2), dict(stride=[2, 2], groups=3, output_pad=[1, 0]), True),
+]
+
+
+@pytest.mark.parametrize("chunk,images", [(1 << 20, [7, 7, 3, 7, 7, 7]), (1, [1] * 6), (1900, [1, 3, 1, 3, 3, 7])],
+                         ids=["whole-batch", "one-image", "chunks-of-3"])
+def test_convolution_paths_match_the_reference(chunk, images, monkeypatch):
+    from compiler import schedule
+    monkeypatch.setattr(schedule, "CONV_CHUNK", chunk)
+    g = Graph(f"convs{chunk}")
+    e = Emitter(g, None, "t")
+    r = np.random.default_rng(5)
+    feeds = {}
+    for q, (xs, ws, attrs, transposed) in enumerate(_CONVS):
+        name = f"x{q}"
+        g.inputs.append(g.add("input", [], {"name": name}, TType(tuple(Dim.const(d) for d in xs), "f32"), None, name))
+        feeds[name] = r.standard_normal(xs).astype(np.float32)
+        w = e.const(r.standard_normal(ws).astype(np.float32), "f32")
+        g.outputs.append((f"conv{q}", e("conv_transpose" if transposed else "conv", g.inputs[-1], w, **attrs)))
+    kinds = [g.node(n)["op"] for _, n in g.outputs]
+    assert [int(schedule.conv_chunk(g, schedule.Item(k, [n]))[0].value) for k, (_, n) in zip(kinds, g.outputs)] == images
+    want = interpreter.run(g, feeds, float_dtype=np.float64, outputs=[n for n, _ in g.outputs])
+    got = compiled.run(g, feeds, float_dtype=np.float64)
+    for name, _ in g.outputs:
+        try:
+            _close(got[name], want[name], 1e-10)
+        except AssertionError as err:
+            raise AssertionError(f"{name}: {err}") from None
+
+
 def _zoo_step(name, sets, optimizer=None):
     r = check(name, {k: (None, v) for k, v in sets.items()}, training=True)
     assert r.ok, r.diags
