@@ -175,7 +175,8 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
     ctypes = [g.type(c) for c in inits]
     stacked = [TType(t.shape[:ax] + (steps,) + t.shape[ax:], t.dtype) for t in ctypes]
     fwd_types = types[:ny] + stacked + types[ny:]
-    s2 = g.add("scan", ins, dict(a, body=fwd, n_yields=ny + nc), fwd_types, d["span"], f"{d['name']}.saved")
+    # `saves`: the forward's yields come first, then the carries (passes.share_saved_scans then runs only this)
+    s2 = g.add("scan", ins, dict(a, body=fwd, n_yields=ny + nc, saves=nc), fwd_types, d["span"], f"{d['name']}.saved")
     saved = [g.add("tuple_get", [s2], {"index": ny + i}, stacked[i], d["span"], f"{d['name']}.saved.{i}")
              for i in range(nc)]
     # 2. The backward body: inputs x_t, c_{t-1}, ct_y_t (sequences), ct_c, acc (carries); recompute; VJP.

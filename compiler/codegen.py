@@ -180,6 +180,7 @@ class _Kernel:
         self.slots: list[tuple[str, tuple]] = []  # (parameter, table entry ("D"|"O"|"Q", index))
         self.extras: list[tuple[str, str]] = []  # (parameter, expression the call passes)
         self.keys: dict = {}
+        self.storage: dict = {}  # (array, offset) -> parameter
         self.count = 0
 
     def _name(self, prefix):
@@ -189,7 +190,15 @@ class _Kernel:
     def array(self, ref, key=None) -> str:
         if key is not None and key in self.keys:
             return self.keys[key]
-        name = self._name("a")
+        # One parameter per storage: a value written in place over an operand (a scan's carry) is then
+        # read and written through one address expression, which LLVM can vectorize without a runtime
+        # overlap check (that check fails for in-place updates and falls back to the scalar loop).
+        name = self.storage.get(ref)
+        if name is not None:
+            if key is not None:
+                self.keys[key] = name
+            return name
+        name = self.storage[ref] = self._name("a")
         self.arrays.append((name, ref[0]))
         self.scalar(ref[1], name=name + "o")
         if key is not None:

@@ -2,8 +2,9 @@
 
     fold_constants  ops whose operands are all constants become constants (evaluated by the op's own impl)
     cse             nodes with the same op, attributes and operands are merged (random ops never are)
+    share_saved_scans  a forward scan that backpropagation reruns to save its carries runs once
     dce             nodes that no output, state update or train setting needs are dropped
-    optimize        the three in that order
+    optimize        all four in that order
 
 The input graph is left unchanged; `Graph.pretty()` prints any of the results. Every pass keeps the
 graph's interface (inputs, parameters, outputs, state updates) and each random op's key, so a graph
@@ -97,6 +98,37 @@ def cse(g: Graph) -> Graph:
     return _rebuild(g, order, alias)
 
 
+def share_saved_scans(g: Graph) -> Graph:
+    """Backpropagation through time reruns each scan to save the carry every step starts from (autodiff's
+    `.saved` scan, which yields the forward's outputs first). The forward scan is then redundant: its
+    users read the saved scan, which takes its place, and the sequence runs forward once per step."""
+    forward = {}
+    for n in g.nodes():
+        d = g.node(n)
+        if d["op"] == "scan" and not d["attrs"].get("saves"):
+            forward[(d["attrs"]["key"], tuple(d["inputs"]))] = n
+    alias: dict[int, int] = {}
+    replace: dict[int, dict] = {}
+    for n in g.nodes():
+        d = g.node(n)
+        a = d["attrs"]
+        if d["op"] != "scan" or not a.get("saves"):
+            continue
+        orig = forward.get((a["key"], tuple(d["inputs"])))
+        if orig is None or g.node(orig)["attrs"]["n_yields"] + a["saves"] != a["n_yields"]:
+            continue
+        ny = g.node(orig)["attrs"]["n_yields"]
+        replace[orig] = {"attrs": a, "type": d["type"], "name": d["name"]}
+        alias[n] = orig
+        for u in g.nx.successors(orig):  # final carries come after the saved ones now
+            ua = g.node(u)["attrs"]
+            if ua["index"] >= ny:
+                replace[u] = {"attrs": dict(ua, index=ua["index"] + a["saves"])}
+    if not alias:
+        return g
+    return _rebuild(g, [n for n in g.nodes() if n not in alias], alias, replace)
+
+
 def fold_constants(g: Graph) -> Graph:
     from runtime.interpreter import Ctx
     values: dict[int, np.ndarray] = {}
@@ -122,4 +154,4 @@ def fold_constants(g: Graph) -> Graph:
 
 
 def optimize(g: Graph) -> Graph:
-    return dce(cse(fold_constants(g)))
+    return dce(share_saved_scans(cse(fold_constants(g))))

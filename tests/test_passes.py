@@ -80,3 +80,27 @@ def test_optimized_training_step_updates_the_same():
     assert len(o) < len(step.graph)
     for k in step.outputs:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_backpropagation_through_time_runs_the_forward_scan_once():
+    """autodiff reruns a scan to save its carries; share_saved_scans lets that rerun replace the forward."""
+    from compiler.passes import share_saved_scans
+    from runtime.optim import build_step
+    g = check("char_lstm", {"vocab": (None, 7), "hidden": (None, 5)}, training=True).graph
+    step = build_step(g, g.train["settings"])
+    o = share_saved_scans(step.graph)
+
+    def scans(graph):
+        return sorted(graph.node(n)["name"] for n in graph.ancestors([n for _, n in graph.outputs])
+                      if graph.node(n)["op"] == "scan")
+    assert scans(step.graph) == ["grad/rnn/scan", "rnn/scan", "rnn/scan.saved"]
+    assert scans(o) == ["grad/rnn/scan", "rnn/scan.saved"]
+    params = init_params(g, seed=0)
+    values = dict(params)
+    values.update({k: np.full(tuple(int(d.value) for d in g.type(n).shape), 0.1, np.float32) for k, n in step.slots.items()})
+    feeds = {"chars": rng.integers(0, 7, (3, 6)), "next_chars": rng.integers(0, 7, (3, 6)),
+             "lr": np.float32(0.01), "step": np.float32(2)}
+    a = run(step.graph, feeds, values, seed=1, step=2, outputs=step.outputs)
+    b = run(o, feeds, values, seed=1, step=2, outputs=step.outputs)
+    for k in step.outputs:
+        np.testing.assert_array_equal(a[k], b[k])
