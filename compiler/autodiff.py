@@ -155,7 +155,8 @@ def copy_graph(b: Graph) -> Graph:
 
 def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None = None) -> list:
     """Backpropagation through time: a reverse scan over the steps, whose body recomputes one forward
-    step from the carry saved before it and applies the body's VJP."""
+    step from the carry saved before it and the matrix products saved with it (saving them costs a
+    stacked copy; recomputing them would repeat the step's costliest work) and applies the body's VJP."""
     g = e.g
     d = g.node(n)
     a = d["attrs"]
@@ -166,20 +167,10 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
     lengths = ins[ns + nc] if a["has_lengths"] else None
     caps = ins[ns + nc + (1 if a["has_lengths"] else 0):]
     types = d["type"]  # yields stacked, then final carries
-    # 1. The forward scan again, yielding also the carry each step starts from.
-    fwd = copy_graph(body)
-    carry_inputs = fwd.inputs[ns:ns + nc]
-    fwd.outputs = fwd.outputs + [(f"yield_carry{i}", c) for i, c in enumerate(carry_inputs)]
     ax = a["axis"]
     steps = g.type(seqs[0]).shape[ax]
     ctypes = [g.type(c) for c in inits]
-    stacked = [TType(t.shape[:ax] + (steps,) + t.shape[ax:], t.dtype) for t in ctypes]
-    fwd_types = types[:ny] + stacked + types[ny:]
-    # `saves`: the forward's yields come first, then the carries (passes.share_saved_scans then runs only this)
-    s2 = g.add("scan", ins, dict(a, body=fwd, n_yields=ny + nc, saves=nc), fwd_types, d["span"], f"{d['name']}.saved")
-    saved = [g.add("tuple_get", [s2], {"index": ny + i}, stacked[i], d["span"], f"{d['name']}.saved.{i}")
-             for i in range(nc)]
-    # 2. The backward body: inputs x_t, c_{t-1}, ct_y_t (sequences), ct_c, acc (carries); recompute; VJP.
+    # 1. The backward body: inputs x_t, c_{t-1}, ct_y_t (sequences), ct_c, acc (carries); recompute; VJP.
     bb = copy_graph(body)
     x_in, c_in = bb.inputs[:ns], bb.inputs[ns:ns + nc]
     yt = [t for t in types[:ny]]
@@ -228,6 +219,27 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
     bb.outputs = ([(f"carry:ct_c{i}", new_ct_c[i]) for i in range(nc)] +
                   [(f"carry:acc{k}", v) for k, v in zip(float_caps, new_acc)] +
                   [(f"yield:ct_x{i}", gr[x_in[i]]) for i in float_x])
+    # 2. The forward scan again, yielding also the carry each step starts from and the products (matmul
+    # results) the backward body reads: those it then takes as sequences instead of recomputing them.
+    residuals = [m for m in sorted(bb.ancestors([x for _, x in bb.outputs]))
+                 if m < len(body) and bb.node(m)["op"] == "matmul"]
+    fwd = copy_graph(body)
+    carry_inputs = fwd.inputs[ns:ns + nc]
+    fwd.outputs = (fwd.outputs + [(f"yield_carry{i}", c) for i, c in enumerate(carry_inputs)]
+                   + [(f"yield_product{k}", m) for k, m in enumerate(residuals)])
+    stacked = [TType(t.shape[:ax] + (steps,) + t.shape[ax:], t.dtype) for t in ctypes + [bb.type(m) for m in residuals]]
+    fwd_types = types[:ny] + stacked + types[ny:]
+    n_saved = nc + len(residuals)
+    # `saves`: the forward's yields come first, then these (passes.share_saved_scans then runs only this)
+    s2 = g.add("scan", ins, dict(a, body=fwd, n_yields=ny + n_saved, saves=n_saved), fwd_types, d["span"],
+               f"{d['name']}.saved")
+    saved = [g.add("tuple_get", [s2], {"index": ny + i}, stacked[i], d["span"], f"{d['name']}.saved.{i}")
+             for i in range(n_saved)]
+    for k, m in enumerate(residuals):  # the backward body's product becomes the saved one
+        for src in list(bb.node(m)["inputs"]):
+            bb.nx.remove_edge(src, m)
+        bb.nx.nodes[m].update(op="input", inputs=(), attrs={"name": f"product{k}", "role": "sequence"})
+    bb.inputs = list(x_in) + list(c_in) + residuals + bb.inputs[ns + nc:]
     # 3. The reverse scan.
     ct_ys = [out_cts.get(j) or e.zeros(types[j]) for j in range(ny)]
     ct_final = [out_cts.get(ny + i) or e.zeros(types[ny + i]) for i in range(nc)]
@@ -258,7 +270,7 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
     b_ins = seqs + saved + ct_ys + valid + keep + ct_final + zeros_acc + bb.capture_list
     b_types = [g.type(seqs[i]) for i in float_x] + ctypes + [g.type(caps[k]) for k in float_caps]
     back = g.add("scan", b_ins, {"body": bb, "axis": ax, "reverse": not a["reverse"], "key": a.get("key", n),
-                                 "n_seqs": ns + nc + ny + len(valid) + len(keep),
+                                 "n_seqs": ns + n_saved + ny + len(valid) + len(keep),
                                  "n_carries": nc + len(float_caps), "n_yields": len(float_x),
                                  "has_lengths": False}, b_types, d["span"], f"grad/{d['name']}")
     res = [g.add("tuple_get", [back], {"index": i}, t, d["span"], f"grad/{d['name']}.{i}") for i, t in enumerate(b_types)]
