@@ -141,7 +141,7 @@ class ModuleGen:
                "from runtime.kernels import (avg_pool2d, conv2d, conv_transpose2d, copy, fill, max_pool2d,",
                "                             max_pool_grad2d, mix, node_key, normal, scan_carry_lengths, scan_extract,",
                "                             scan_extract_lengths, scan_insert, scan_insert_lengths, uniform,",
-               "                             exp32, sigmoid32, tanh32)", ""]
+               "                             erf32, exp32, sigmoid32, tanh32)", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
             params, body = key.split(":\n", 1)
             out += ["", "@njit(cache=True, no_cpython_wrapper=True, error_model=\"numpy\")", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]
@@ -843,7 +843,7 @@ class _Fused:
         raise Unsupported(f"the cpu target cannot fuse `{op}`")
 
 
-_FAST32 = {"exp": "exp32", "tanh": "tanh32", "sigmoid": "sigmoid32"}  # vectorizable (runtime/kernels.py)
+_FAST32 = {"exp": "exp32", "tanh": "tanh32", "sigmoid": "sigmoid32", "erf": "erf32"}  # vectorizable (runtime/kernels.py)
 _UNARY = {"exp": "np.exp({0})", "log": "np.log({0})", "log1p": "np.log1p({0})", "sqrt": "np.sqrt({0})",
           "tanh": "np.tanh({0})", "atan": "np.arctan({0})", "sin": "np.sin({0})", "cos": "np.cos({0})",
           "erf": "math.erf({0})", "floor": "np.floor({0})", "neg": "-{0}", "abs": "abs({0})",
