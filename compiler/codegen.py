@@ -683,15 +683,25 @@ class _Fused:
         init = {"sum": "0.0" if is_float else "0", "mean": "0.0",
                 "max": "-np.inf" if is_float else "-9223372036854775807 - 1",
                 "min": "np.inf" if is_float else "9223372036854775807"}
+        loops = [ind + "    " * depth + f"for i{q} in range({self.n[q]}):" for depth, q in enumerate(axes)]
+        ind2 = ind + "    " * len(axes)
+        # A float sum is a chain LLVM must not reorder, so a loop that accumulates runs scalar, and every
+        # member with it (softmax's exp). When the summed value is stored anyway, the members run in one
+        # vectorizable loop and a second loop sums what it stored.
+        split = op in ("sum", "mean") and src in stored
+        if split:
+            lines += loops + [ind2 + x for x in stmts + stores]
         if op in ("argmax", "argmin"):
             lines += [ind + "best = np.int64(-1)", ind + f"bv = {init['max' if op == 'argmax' else 'min']}"]
         else:
             lines.append(ind + f"acc = {init[op]}")
-        for depth, q in enumerate(axes):
-            lines.append(ind + "    " * depth + f"for i{q} in range({self.n[q]}):")
-        ind2 = ind + "    " * len(axes)
-        lines += [ind2 + x for x in stmts + stores]
-        v = self.local[src] if src in self.mset else self.leaf(src)
+        lines += loops
+        if split:
+            o = outs[stored.index(src)]
+            v = f"{o}[{o}o + {full}]"
+        else:
+            lines += [ind2 + x for x in stmts + stores]
+            v = self.local[src] if src in self.mset else self.leaf(src)
         if op in ("sum", "mean"):
             lines.append(ind2 + f"acc += {v}")
         elif op in ("max", "min"):
