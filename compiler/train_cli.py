@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dsl.diagnostics import render_all
+from dsl.loader import write_atomic
 
 
 def _fail(message, help_=None, where=None) -> int:
@@ -79,13 +80,6 @@ def _fit_arrays(model, ds, shapes, tt, split):
             y = fit_to(y, want)
         y = y.astype(np.int64) if tt.dtype.startswith("i") else y.astype(np.float32)
     return x, y
-
-
-def _write_atomic(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(prefix=".dlc-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _plot(out: Path, history: dict) -> str | None:
@@ -187,7 +181,7 @@ def cmd_train(args, argv) -> int:
             shutil.copyfile(ck, out / ".best.npz")
             os.replace(out / ".best.npz", out / "best.npz")
         history_rows.append({"epoch": epoch + 1, **logs})
-        _write_atomic(out / "history.json", json.dumps(history_rows, indent=1))
+        write_atomic(out / "history.json", json.dumps(history_rows, indent=1))
         keys = list(history_rows[0])
         with open(out / ".history.csv", "w", newline="") as f:
             w = csv.DictWriter(f, keys)

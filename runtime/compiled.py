@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,24 +28,13 @@ from compiler.dims import Dim
 from compiler.graph import Graph
 from compiler.passes import optimize
 from compiler.schedule import plan_memory, schedule
+from dsl.loader import cache_dir, write_atomic
 
 from .interpreter import RunError, bind_inputs
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
 _MASK = (1 << 64) - 1
 _LOADED: dict[str, object] = {}
-
-
-def cache_dir() -> Path:
-    """DLC_CACHE_DIR, or the platform's user cache folder."""
-    env = os.environ.get("DLC_CACHE_DIR")
-    if env:
-        return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "dlc"
-    if os.name == "nt":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "dlc" / "Cache"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlc"
 
 
 def cache_key(source: str) -> str:
@@ -58,14 +46,6 @@ def cache_key(source: str) -> str:
         h.update(part)
         h.update(b"\0")
     return h.hexdigest()[:32]
-
-
-def _write_atomic(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def module_path(source: str) -> Path:
@@ -87,7 +67,7 @@ def load_module(source: str):
     except (OSError, UnicodeDecodeError):
         current = None
     if current != source:  # missing, truncated or tampered with: write it again
-        _write_atomic(path, source)
+        write_atomic(path, source)
     _check_numba_cache(path)
     name = f"dlc_generated_{key}"
     spec = importlib.util.spec_from_file_location(name, path)

@@ -132,3 +132,33 @@ def test_expected_tokens_in_words():
 def test_numbers_and_strings():
     m = parse('const a = 61_706\nconst b = .5\nconst c = "tab\\tquote\\""\n', "n.dln")
     assert [c.value.value for c in m.consts] == [61706, 0.5, 'tab\tquote"']
+
+
+def test_parsed_files_are_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    """A new process unpickles a file's AST instead of parsing it; a damaged entry is parsed again, and a
+    file with a syntax error is never cached."""
+    from dsl import loader
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(loader, "_PARSED", {})  # as in a new process
+    model = tmp_path / "m.dln"
+    model.write_text("model m(x: f32[B, 4]) {\n    return relu(x)\n}\n")
+    program = loader.load(model)
+    first = program.main
+    entries = list((tmp_path / "cache" / "ast").glob("*.pickle"))
+    assert len(entries) == len(program.modules) > 1  # the model and the standard library it reads
+    calls = []
+    monkeypatch.setattr(loader, "parse", lambda *a: calls.append(a) or pytest.fail("parsed again"))
+    monkeypatch.setattr(loader, "_PARSED", {})
+    assert loader.load(model).main == first and not calls
+    mine = [p for p in entries if loader.pickle.loads(p.read_bytes()).path == str(model)]
+    assert len(mine) == 1
+    mine[0].write_bytes(b"\x80\x05not a pickle")
+    monkeypatch.setattr(loader, "parse", parse)
+    monkeypatch.setattr(loader, "_PARSED", {})
+    assert loader.load(model).main == first
+    bad = tmp_path / "bad.dln"
+    bad.write_text("model m(x: f32[B, 4]) {\n    return relu(x\n}\n")
+    before = set((tmp_path / "cache" / "ast").glob("*.pickle"))
+    with pytest.raises(DiagnosticError):
+        loader.load(bad)
+    assert set((tmp_path / "cache" / "ast").glob("*.pickle")) == before
