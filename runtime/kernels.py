@@ -48,16 +48,37 @@ def normal(key0, key1, i):
     return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
 
 
+# Runs of a flat array, indexed unsigned: numba checks signed indices for negative wraparound, and that
+# check keeps LLVM from vectorizing the loop.
+@njit(cache=True, error_model="numpy")
+def _zero_run(dst, d, n):
+    d = np.uint64(d)
+    for t in range(np.uint64(n)):
+        dst[d + t] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def _copy_run(dst, d, src, s, stride, n):
+    d, s, stride = np.uint64(d), np.uint64(s), np.uint64(stride)
+    for t in range(np.uint64(n)):
+        dst[d + t] = src[s + t * stride]
+
+
+@njit(cache=True, error_model="numpy")
+def _add_run(dst, d, stride, src, s, n, scale):
+    d, s, stride = np.uint64(d), np.uint64(s), np.uint64(stride)
+    for t in range(np.uint64(n)):
+        dst[d + t * stride] += scale * src[s + t]
+
+
 @njit(cache=True, error_model="numpy")
 def copy(dst, src, T, r):
-    do, so, n = T[r], T[r + 1], T[r + 2]
-    for i in range(n):
-        dst[do + i] = src[so + i]
+    _copy_run(dst, T[r], src, T[r + 1], 1, T[r + 2])
 
 
 @njit(cache=True, error_model="numpy")
 def fill(dst, T, r, value):
-    do, n = T[r], T[r + 1]
+    do, n = np.uint64(T[r]), np.uint64(T[r + 1])
     for i in range(n):
         dst[do + i] = value
 
@@ -70,16 +91,14 @@ def fill(dst, T, r, value):
 def scan_extract(dst, src, T, r, p):
     do, so, pre, steps, post = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
     for a in range(pre):
-        for c in range(post):
-            dst[do + a * post + c] = src[so + (a * steps + p) * post + c]
+        _copy_run(dst, do + a * post, src, so + (a * steps + p) * post, 1, post)
 
 
 @njit(cache=True, error_model="numpy")
 def scan_insert(dst, src, T, r, p):
     do, so, pre, steps, post = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
     for a in range(pre):
-        for c in range(post):
-            dst[do + (a * steps + p) * post + c] = src[so + a * post + c]
+        _copy_run(dst, do + (a * steps + p) * post, src, so + a * post, 1, post)
 
 
 @njit(cache=True, error_model="numpy")
@@ -123,29 +142,6 @@ def scan_carry_lengths(dst, src, lens, T, r, k):
 
 
 # ---- windows
-# Runs of a flat array, indexed unsigned: numba checks signed indices for negative wraparound, and that
-# check keeps LLVM from vectorizing the loop.
-@njit(cache=True, error_model="numpy")
-def _zero_run(dst, d, n):
-    d = np.uint64(d)
-    for t in range(np.uint64(n)):
-        dst[d + t] = 0
-
-
-@njit(cache=True, error_model="numpy")
-def _copy_run(dst, d, src, s, stride, n):
-    d, s, stride = np.uint64(d), np.uint64(s), np.uint64(stride)
-    for t in range(np.uint64(n)):
-        dst[d + t] = src[s + t * stride]
-
-
-@njit(cache=True, error_model="numpy")
-def _add_run(dst, d, stride, src, s, n, scale):
-    d, s, stride = np.uint64(d), np.uint64(s), np.uint64(stride)
-    for t in range(np.uint64(n)):
-        dst[d + t * stride] += scale * src[s + t]
-
-
 @njit(cache=True, error_model="numpy")
 def _inside(shift, step, size, count):
     """The range [lo, hi) of t in [0, count) with 0 <= t * step + shift < size."""
