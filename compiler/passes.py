@@ -2,9 +2,10 @@
 
     fold_constants  ops whose operands are all constants become constants (evaluated by the op's own impl)
     cse             nodes with the same op, attributes and operands are merged (random ops never are)
+    join_pads       a sum of zero paddings side by side along one axis becomes a concatenation
     share_saved_scans  a forward scan that backpropagation reruns to save its carries runs once
     dce             nodes that no output, state update or train setting needs are dropped
-    optimize        all four in that order
+    optimize        all five in that order
 
 The input graph is left unchanged; `Graph.pretty()` prints any of the results. Every pass keeps the
 graph's interface (inputs, parameters, outputs, state updates) and each random op's key, so a graph
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dims import Dim
 from .graph import Graph, TType
 from .ops import OPS
 
@@ -20,8 +22,11 @@ _LEAVES = ("input", "param", "state", "capture")
 _IMPURE = ("rand_uniform", "rand_normal", "dim_value", "fill", "iota")  # random, or sized at run time
 
 
-def _rebuild(g: Graph, order: list[int], alias: dict[int, int], replace: dict[int, dict] | None = None) -> Graph:
-    """A new graph of the nodes in `order`, operands redirected through alias, ids renumbered."""
+def _rebuild(g: Graph, order: list[int], alias: dict[int, int], replace: dict[int, dict] | None = None,
+             body_pass=None, rewrite=None) -> Graph:
+    """A new graph of the nodes in `order`, operands redirected through alias, ids renumbered.
+    body_pass maps each scan body to a new one; rewrite(out, d, inputs) may add nodes to the new graph
+    for node d (operands already renumbered) and return the one that stands for it, or None."""
     from .autodiff import copy_graph
     out = Graph(g.name, parent=g.parent)
     new: dict[int, int] = {}
@@ -37,10 +42,12 @@ def _rebuild(g: Graph, order: list[int], alias: dict[int, int], replace: dict[in
             d.update(replace[n])
         attrs = d["attrs"]
         if d["op"] == "scan":  # the body's record of outer captures follows the renumbering
-            body = copy_graph(attrs["body"])
+            body = copy_graph(attrs["body"] if body_pass is None else body_pass(attrs["body"]))
             body.capture_list = [m(c) for c in attrs["body"].capture_list]
             attrs = dict(attrs, body=body)
-        new[n] = out.add(d["op"], [m(i) for i in d["inputs"]], attrs, d["type"], d["span"], d["name"])
+        ins = [m(i) for i in d["inputs"]]
+        got = rewrite(out, d, ins) if rewrite is not None else None
+        new[n] = got if got is not None else out.add(d["op"], ins, attrs, d["type"], d["span"], d["name"])
     out.inputs = [m(n) for n in g.inputs]
     out.optional_inputs = list(g.optional_inputs)
     out.outputs = [(k, m(n)) for k, n in g.outputs]
@@ -96,6 +103,50 @@ def cse(g: Graph) -> Graph:
             seen[key] = n
         order.append(n)
     return _rebuild(g, order, alias)
+
+
+def _zero_pad(g: Graph, v: int):
+    """(parts, axis, before, after) when v is zero padding along one axis around parts side by side (the
+    operands of a concat, or one tensor); else None."""
+    d = g.node(v)
+    if d["op"] != "pad" or d["attrs"].get("value", 0.0) != 0.0:
+        return None
+    padded = [(ax, lo, hi) for ax, (lo, hi) in enumerate(d["attrs"]["pads"]) if lo or hi]
+    if len(padded) != 1:
+        return None
+    ax, lo, hi = padded[0]
+    src = g.node(d["inputs"][0])
+    parts = list(src["inputs"]) if src["op"] == "concat" and src["attrs"]["axis"] == ax else [d["inputs"][0]]
+    return parts, ax, lo, hi
+
+
+def _join_adjacent_pads(out: Graph, d: dict, ins: list):
+    if d["op"] != "add" or any(out.type(i) != d["type"] for i in ins):
+        return None
+    x, y = (_zero_pad(out, i) for i in ins)
+    if x is None or y is None or x[1] != y[1]:
+        return None
+    ax = x[1]
+    size = d["type"].shape[ax]
+    if size - Dim.const(y[3]) == Dim.const(x[2]):  # y's part sits just before x's
+        x, y = y, x
+    if size - Dim.const(x[3]) != Dim.const(y[2]):
+        return None
+    parts, lo, hi = x[0] + y[0], x[2], y[3]
+    shape = list(d["type"].shape)
+    shape[ax] = sum((out.type(p).shape[ax] for p in parts), Dim.const(0))
+    joined = out.add("concat", parts, {"axis": ax}, TType(tuple(shape), d["type"].dtype), d["span"], d["name"])
+    if not lo and not hi:
+        return joined
+    pads = [(0, 0)] * ax + [(lo, hi)]
+    return out.add("pad", [joined], {"pads": pads, "value": 0.0}, d["type"], d["span"], d["name"])
+
+
+def join_pads(g: Graph) -> Graph:
+    """A sum of zero-padded tensors that sit side by side along one axis is their concatenation. The
+    gradient of a split (one slice per gate of an LSTM) is such a sum, which would otherwise run as one
+    loop that reads every pad with a bounds test per element."""
+    return _rebuild(g, list(g.nodes()), {}, body_pass=join_pads, rewrite=_join_adjacent_pads)
 
 
 def share_saved_scans(g: Graph) -> Graph:
@@ -154,4 +205,4 @@ def fold_constants(g: Graph) -> Graph:
 
 
 def optimize(g: Graph) -> Graph:
-    return dce(share_saved_scans(cse(fold_constants(g))))
+    return dce(share_saved_scans(join_pads(cse(fold_constants(g)))))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from compiler.check import check
-from compiler.passes import cse, dce, fold_constants, optimize
+from compiler.passes import cse, dce, fold_constants, join_pads, optimize
 from runtime.initializers import init_params
 from runtime.interpreter import run
 
@@ -103,4 +103,42 @@ def test_backpropagation_through_time_runs_the_forward_scan_once():
     a = run(step.graph, feeds, values, seed=1, step=2, outputs=step.outputs)
     b = run(o, feeds, values, seed=1, step=2, outputs=step.outputs)
     for k in step.outputs:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_join_pads_turns_the_gradient_of_a_split_into_a_concatenation():
+    """An LSTM's gates are one split; the gradient of each slice is a zero pad, and their sum is the
+    concatenation of the four gate gradients (inside the backward scan's body)."""
+    from compiler.passes import join_pads
+    from runtime.optim import build_step
+    g = check("char_lstm", {"vocab": (None, 7), "hidden": (None, 5)}, training=True).graph
+    step = build_step(g, g.train["settings"])
+    o = join_pads(step.graph)
+
+    def body_ops(graph):
+        (back,) = [n for n in graph.nodes() if graph.node(n)["name"] == "grad/rnn/scan"]
+        body = graph.node(back)["attrs"]["body"]
+        return [body.node(n)["op"] for n in body.ancestors([x for _, x in body.outputs])]
+    assert body_ops(step.graph).count("pad") == 4 and "concat" not in body_ops(step.graph)
+    assert "pad" not in body_ops(o) and body_ops(o).count("concat") == 1
+    params = init_params(g, seed=0)
+    values = dict(params)
+    values.update({k: np.full(tuple(int(d.value) for d in g.type(n).shape), 0.1, np.float32) for k, n in step.slots.items()})
+    feeds = {"chars": rng.integers(0, 7, (3, 6)), "next_chars": rng.integers(0, 7, (3, 6)),
+             "lr": np.float32(0.01), "step": np.float32(2)}
+    a = run(step.graph, feeds, values, seed=1, step=2, outputs=step.outputs)
+    b = run(o, feeds, values, seed=1, step=2, outputs=step.outputs)
+    for k in step.outputs:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_join_pads_leaves_overlapping_or_gapped_pads_alone():
+    text = ("model m(x: f32[B, 4], y: f32[B, 4]) {\n    return (pad(x, [[0, 0], [0, 4]]) + pad(y, [[0, 0], [4, 0]]),"
+            " pad(x, [[0, 0], [0, 4]]) + pad(y, [[0, 0], [3, 1]]), pad(x, [[0, 0], [0, 5]]) + pad(y, [[0, 0], [5, 0]]))\n}\n")
+    g = check("p.dln", text=text).graph
+    o = join_pads(g)
+    assert ops(o).count("concat") == 1
+    feeds = {"x": rng.normal(size=(2, 4)).astype(np.float32), "y": rng.normal(size=(2, 4)).astype(np.float32)}
+    a, b = run(g, feeds), run(o, feeds)
+    for k in a:
         np.testing.assert_array_equal(a[k], b[k])
