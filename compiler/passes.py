@@ -2,10 +2,11 @@
 
     fold_constants  ops whose operands are all constants become constants (evaluated by the op's own impl)
     cse             nodes with the same op, attributes and operands are merged (random ops never are)
+    push_slices     slices of a sum become sums of slices, so the sum is not stored
     join_pads       a sum of zero paddings side by side along one axis becomes a concatenation
     share_saved_scans  a forward scan that backpropagation reruns to save its carries runs once
     dce             nodes that no output, state update or train setting needs are dropped
-    optimize        all five in that order
+    optimize        all six in that order
 
 The input graph is left unchanged; `Graph.pretty()` prints any of the results. Every pass keeps the
 graph's interface (inputs, parameters, outputs, state updates) and each random op's key, so a graph
@@ -20,6 +21,7 @@ from .ops import OPS
 
 _LEAVES = ("input", "param", "state", "capture")
 _IMPURE = ("rand_uniform", "rand_normal", "dim_value", "fill", "iota")  # random, or sized at run time
+_FOLD_SOURCES = 1 << 16  # elements: fill and iota of a fixed shape up to this size become constants
 
 
 def _rebuild(g: Graph, order: list[int], alias: dict[int, int], replace: dict[int, dict] | None = None,
@@ -149,6 +151,27 @@ def join_pads(g: Graph) -> Graph:
     return _rebuild(g, list(g.nodes()), {}, body_pass=join_pads, rewrite=_join_adjacent_pads)
 
 
+def push_slices(g: Graph) -> Graph:
+    """A slice of a sum (or difference, product, quotient) of two same-shaped tensors, whose every use is a
+    slice, is the sum of their slices: an LSTM's gates split x_t + h @ Wh, and pushing the split to the
+    operands lets the gate loop read both directly instead of a stored sum."""
+    def rewrite(out: Graph, d: dict, ins: list):
+        if d["op"] != "slice":
+            return None
+        src = d["inputs"][0]
+        if g.node(src)["op"] not in ("add", "sub", "mul", "div"):
+            return None
+        if any(g.node(u)["op"] != "slice" for u in g.nx.successors(src)):
+            return None
+        a, b = out.node(ins[0])["inputs"]
+        if out.type(a) != out.type(ins[0]) or out.type(b) != out.type(ins[0]):
+            return None
+        parts = [out.add("slice", [v], d["attrs"], d["type"], d["span"], d["name"]) for v in (a, b)]
+        op = out.node(ins[0])
+        return out.add(op["op"], parts, op["attrs"], d["type"], op["span"], op["name"])
+    return _rebuild(g, list(g.nodes()), {}, body_pass=push_slices, rewrite=rewrite)
+
+
 def share_saved_scans(g: Graph) -> Graph:
     """Backpropagation through time reruns each scan to save the carry every step starts from (autodiff's
     `.saved` scan, which yields the forward's outputs first). The forward scan is then redundant: its
@@ -184,25 +207,35 @@ def fold_constants(g: Graph) -> Graph:
     from runtime.interpreter import Ctx
     values: dict[int, np.ndarray] = {}
     replace: dict[int, dict] = {}
+    sources: list[int] = []
     ctx = Ctx({})
     for n in g.nodes():
         d = g.node(n)
         if d["op"] == "constant":
             values[n] = np.asarray(d["attrs"]["value"])
             continue
-        if (d["op"] in _LEAVES or d["op"] in _IMPURE or d["op"] in ("scan", "tuple_get") or not d["inputs"]
-                or not all(i in values for i in d["inputs"]) or not isinstance(d["type"], TType)
+        if (d["op"] in _LEAVES or d["op"] in ("scan", "tuple_get") or not isinstance(d["type"], TType)
                 or not all(x.is_const for x in d["type"].shape)):  # e.g. broadcast_to a run-time size
+            continue
+        if d["op"] in ("fill", "iota"):  # of a fixed shape, a constant that others may fold with (avg_pool's
+            # gradient counts windows by convolving ones); large ones stay loops rather than arrays in memory
+            if np.prod([int(x.value) for x in d["type"].shape]) > _FOLD_SOURCES:
+                continue
+            sources.append(n)
+        elif d["op"] in _IMPURE or not d["inputs"] or not all(i in values for i in d["inputs"]):
             continue
         ctx.op, ctx.node, ctx.key = d["op"], n, n
         ctx.out_shape = tuple(int(x.value) for x in d["type"].shape)
         v = np.asarray(OPS[d["op"]].impl([values[i] for i in d["inputs"]], d["attrs"], ctx))
         values[n] = v
         replace[n] = {"op": "constant", "inputs": (), "attrs": {"value": v, "dtype": d["type"].dtype}}
+    for n in sources:  # a fill that nothing folded with stays a loop: a constant would only cost storage
+        if not any(u in replace for u in g.nx.successors(n)):
+            del replace[n]
     if not replace:
         return g
     return _rebuild(g, list(g.nodes()), {}, replace)
 
 
 def optimize(g: Graph) -> Graph:
-    return dce(share_saved_scans(join_pads(cse(fold_constants(g)))))
+    return dce(share_saved_scans(join_pads(push_slices(cse(fold_constants(g))))))

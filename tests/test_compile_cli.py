@@ -145,7 +145,8 @@ def test_folder_and_manifest(dlc, tmp_path):
     assert len(slots) == 2 * len(params) and sum(p["size"] for p in slots) == 2 * _total_params(dlc, "mlp")
     assert sorted(tr["updates"]) == sorted(p["key"] for p in tr["persistent"])
     assert not any(o["name"].startswith("new:") for o in tr["outputs"])
-    assert m["constants"] == []
+    # the one constant: the loss's seed of -1 for the mean's gradient, folded from a fill
+    assert [(c["dtype"], c["shape"]) for c in m["constants"]] == [("f32", ["1"])]
 
 
 def test_folder_with_set_scan_and_constants(dlc, tmp_path):

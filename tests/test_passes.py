@@ -142,3 +142,23 @@ def test_join_pads_leaves_overlapping_or_gapped_pads_alone():
     a, b = run(g, feeds), run(o, feeds)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_push_slices_lets_the_gate_loop_read_the_sum_operands():
+    """An LSTM's gates are slices of x_t + h @ Wh: after push_slices nothing in the scan body computes
+    the whole sum, and the model computes the same."""
+    from compiler.passes import push_slices
+    g = check("char_lstm", {"vocab": (None, 7), "hidden": (None, 5)}).graph
+    o = push_slices(g)
+
+    def live_adds(graph):
+        (scan,) = [n for n in graph.nodes() if graph.node(n)["op"] == "scan"]
+        body = graph.node(scan)["attrs"]["body"]
+        return [tuple(body.type(n).shape) for n in body.ancestors([x for _, x in body.outputs])
+                if body.node(n)["op"] == "add"]
+    assert any(s[-1] == 20 for s in live_adds(g)) and not any(s[-1] == 20 for s in live_adds(o))
+    params = init_params(g, seed=0)
+    feeds = {"chars": rng.integers(0, 7, (3, 6))}
+    a, b = run(g, feeds, params), run(o, feeds, params)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
