@@ -208,11 +208,13 @@ def fold_constants(g: Graph) -> Graph:
     values: dict[int, np.ndarray] = {}
     replace: dict[int, dict] = {}
     sources: list[int] = []
-    ctx = Ctx({})
+    # Folded values are computed in float64 and keep their declared dtype: a float32 run rounds them once,
+    # and a float64 run (the gradient checks) gets them as exact as the reference computes them.
+    ctx = Ctx({}, float_dtype=np.float64)
     for n in g.nodes():
         d = g.node(n)
         if d["op"] == "constant":
-            values[n] = np.asarray(d["attrs"]["value"])
+            values[n] = np.asarray(d["attrs"]["value"], dtype=ctx.dtype(d["attrs"]["dtype"]))
             continue
         if (d["op"] in _LEAVES or d["op"] in ("scan", "tuple_get") or not isinstance(d["type"], TType)
                 or not all(x.is_const for x in d["type"].shape)):  # e.g. broadcast_to a run-time size
