@@ -120,9 +120,9 @@ class Entry:
     loss: str | None = None  # output whose non-finite value stops the step before any update
 
 
-def schedule_entry(e: Entry):
+def schedule_entry(e: Entry, float_dtype: str = "f32"):
     g = _with_outputs(e.graph, e.outputs)
-    g = optimize(g)
+    g = optimize(g, np.float64 if float_dtype == "f64" else None)
     table = dict(g.outputs)
     updates = {key: table[name] for key, name in e.updates.items()}
     return schedule(g, updates, table.get(e.loss) if e.loss else None)
@@ -142,7 +142,7 @@ def _with_outputs(g: Graph, names: list) -> Graph:
 def generate(title: str, entries: list, float_dtype: str = "f32", profile: bool = False) -> ModuleGen:
     gen = ModuleGen(title, float_dtype, profile)
     for e in entries:
-        s = schedule_entry(e)
+        s = schedule_entry(e, float_dtype)
         inputs = [arg for _, (kind, arg) in sorted(s.storage.items()) if kind == "input"]
         gen.add(e.name, s, inputs)
     return gen

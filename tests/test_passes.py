@@ -44,6 +44,12 @@ def test_constant_folding():
     assert "exp" in ops(g) and "exp" not in ops(o)
     x = rng.normal(size=(2, 4)).astype(np.float32)
     np.testing.assert_array_equal(run(g, {"x": x})["output"], run(o, {"x": x})["output"])
+    # folded for a run with every float promoted to float64, the constant is as exact as that run's
+    o64 = fold_constants(g, np.float64)
+    np.testing.assert_array_equal(run(g, {"x": x}, float_dtype=np.float64)["output"],
+                                  run(o64, {"x": x}, float_dtype=np.float64)["output"])
+    assert not np.array_equal(run(o, {"x": x}, float_dtype=np.float64)["output"],
+                              run(g, {"x": x}, float_dtype=np.float64)["output"])  # float32 folding is not
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5", "char_lstm", "gpt", "vae", "resnet18"])
