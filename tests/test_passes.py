@@ -88,21 +88,15 @@ def test_optimized_training_step_updates_the_same():
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_backpropagation_through_time_runs_the_forward_scan_once():
-    """autodiff reruns a scan to save its carries; share_saved_scans lets that rerun replace the forward."""
-    from compiler.passes import share_saved_scans
+def _small_lstm_step():
     from runtime.optim import build_step
     g = check("char_lstm", {"vocab": (None, 7), "hidden": (None, 5)}, training=True).graph
-    step = build_step(g, g.train["settings"])
-    o = share_saved_scans(step.graph)
+    return g, build_step(g, g.train["settings"])
 
-    def scans(graph):
-        return sorted(graph.node(n)["name"] for n in graph.ancestors([n for _, n in graph.outputs])
-                      if graph.node(n)["op"] == "scan")
-    assert scans(step.graph) == ["grad/rnn/scan", "rnn/scan", "rnn/scan.saved"]
-    assert scans(o) == ["grad/rnn/scan", "rnn/scan.saved"]
-    params = init_params(g, seed=0)
-    values = dict(params)
+
+def _same_lstm_step(g, step, o):
+    """The rewritten training step o updates exactly as the original does (reference interpreter)."""
+    values = dict(init_params(g, seed=0))
     values.update({k: np.full(tuple(int(d.value) for d in g.type(n).shape), 0.1, np.float32) for k, n in step.slots.items()})
     feeds = {"chars": rng.integers(0, 7, (3, 6)), "next_chars": rng.integers(0, 7, (3, 6)),
              "lr": np.float32(0.01), "step": np.float32(2)}
@@ -112,13 +106,24 @@ def test_backpropagation_through_time_runs_the_forward_scan_once():
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_backpropagation_through_time_runs_the_forward_scan_once():
+    """autodiff reruns a scan to save its carries; share_saved_scans lets that rerun replace the forward."""
+    from compiler.passes import share_saved_scans
+    g, step = _small_lstm_step()
+    o = share_saved_scans(step.graph)
+
+    def scans(graph):
+        return sorted(graph.node(n)["name"] for n in graph.ancestors([n for _, n in graph.outputs])
+                      if graph.node(n)["op"] == "scan")
+    assert scans(step.graph) == ["grad/rnn/scan", "rnn/scan", "rnn/scan.saved"]
+    assert scans(o) == ["grad/rnn/scan", "rnn/scan.saved"]
+    _same_lstm_step(g, step, o)
+
+
 def test_join_pads_turns_the_gradient_of_a_split_into_a_concatenation():
     """An LSTM's gates are one split; the gradient of each slice is a zero pad, and their sum is the
     concatenation of the four gate gradients (inside the backward scan's body)."""
-    from compiler.passes import join_pads
-    from runtime.optim import build_step
-    g = check("char_lstm", {"vocab": (None, 7), "hidden": (None, 5)}, training=True).graph
-    step = build_step(g, g.train["settings"])
+    g, step = _small_lstm_step()
     o = join_pads(step.graph)
 
     def body_ops(graph):
@@ -127,15 +132,7 @@ def test_join_pads_turns_the_gradient_of_a_split_into_a_concatenation():
         return [body.node(n)["op"] for n in body.ancestors([x for _, x in body.outputs])]
     assert body_ops(step.graph).count("pad") == 4 and "concat" not in body_ops(step.graph)
     assert "pad" not in body_ops(o) and body_ops(o).count("concat") == 1
-    params = init_params(g, seed=0)
-    values = dict(params)
-    values.update({k: np.full(tuple(int(d.value) for d in g.type(n).shape), 0.1, np.float32) for k, n in step.slots.items()})
-    feeds = {"chars": rng.integers(0, 7, (3, 6)), "next_chars": rng.integers(0, 7, (3, 6)),
-             "lr": np.float32(0.01), "step": np.float32(2)}
-    a = run(step.graph, feeds, values, seed=1, step=2, outputs=step.outputs)
-    b = run(o, feeds, values, seed=1, step=2, outputs=step.outputs)
-    for k in step.outputs:
-        np.testing.assert_array_equal(a[k], b[k])
+    _same_lstm_step(g, step, o)
 
 
 def test_join_pads_leaves_overlapping_or_gapped_pads_alone():
