@@ -4,7 +4,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
-from dsl.diagnostics import Diagnostic, DiagnosticError, Note, Sources
+from dsl.diagnostics import Diagnostic, DiagnosticError, Note, Sources, Span
 from dsl.loader import load, resolve
 
 from .build import Elaborator
@@ -24,14 +24,20 @@ class Checked:
         return self.graph is not None and not any(d.severity == "error" for d in self.diags)
 
 
+def _located(values: dict | None) -> dict:
+    return {k: v if isinstance(v, tuple) and len(v) == 2 and (v[0] is None or isinstance(v[0], Span)) else (None, v)
+            for k, v in (values or {}).items()}
+
+
 def check(spec: str, sets: dict | None = None, binds: dict | None = None, model: str | None = None,
           training: bool = False, text: str | None = None, sources: Sources | None = None,
           present=()) -> Checked:
     """Never raises for bad input: problems come back as diagnostics.
 
-    sets: {const name: (Span or None, value)}; binds: {dimension name: (Span or None, int)};
-    present: optional model inputs (declared `= none`) to elaborate as given.
-    With text, spec is only the name under which the text is reported."""
+    sets: {const name: value, or (Span or None, value) to show a bad value where it was written};
+    binds: {dimension name: int or (Span or None, int)}; present: optional model inputs (declared
+    `= none`) to elaborate as given. With text, spec is only the name under which the text is reported."""
+    sets, binds = _located(sets), _located(binds)
     sources = sources or Sources()
     out = Checked(None, [], sources)
     try:

@@ -143,3 +143,10 @@ def test_graph_renders(name, tmp_path):
     if shutil.which("dot"):
         r = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True)
         assert r.returncode == 0, r.stderr.decode()
+
+
+def test_check_takes_plain_values_for_sets_and_binds():
+    """Python callers may pass plain values; the located form is what the command line passes."""
+    plain = check("mlp", {"h1": 32}, binds={"B": 4})
+    located = check("mlp", {"h1": (None, 32)}, binds={"B": (None, 4)})
+    assert total(plain) == total(located) == 64 * 32 + 32 + 32 * 256 + 256 + 256 * 10 + 10
