@@ -20,7 +20,7 @@ from .graph import Graph, TType
 from .ops import OPS
 
 _LEAVES = ("input", "param", "state", "capture")
-_IMPURE = ("rand_uniform", "rand_normal", "dim_value", "fill", "iota")  # random, or sized at run time
+_IMPURE = ("rand_uniform", "rand_normal", "dim_value")  # random, or sized at run time
 _FOLD_SOURCES = 1 << 16  # elements: fill and iota of a fixed shape up to this size become constants
 
 
