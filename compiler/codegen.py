@@ -26,7 +26,7 @@ import numpy as np
 from .dims import Dim, product
 from .graph import Graph
 from .ops import _per_axis, window_geometry
-from .schedule import ELEMENTWISE, Schedule, conv_chunk
+from .schedule import ELEMENTWISE, Schedule, conv_plan
 
 STORE = ("f32", "f64", "i32", "i64", "bool")
 NP_NAME = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
@@ -442,8 +442,9 @@ class _Function:
             dil = two(_per_axis(a.get("dilation", 1), nsp, "dilation"), 1)
             ints = dims4(ins[0]) + dims4(ins[1]) + dims4(n) + [self.D(v) for v in stride + pad + dil]
             ws = (f"A_{self.mod.store(g.type(n).dtype)}", f"O[{it.workspace}]")
+            images, _, path = conv_plan(g, it)
             self.lib(ind, "conv2d" if it.kind == "conv" else "conv_transpose2d", refs([ins[0], ins[1], n]) + [ws],
-                     ints=ints + [self.D(a.get("groups", 1)), self.D(conv_chunk(g, it)[0])])
+                     ints=ints + [self.D(a.get("groups", 1)), self.D(images), self.D(path)])
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)

@@ -28,6 +28,7 @@ import numpy as np
 
 from .dims import Dim, dmin, product
 from .graph import Graph
+from .ops import window_geometry
 
 MAX_GROUP = 32
 ALIGN = 16  # elements: every buffer starts on a 64-byte line
@@ -331,9 +332,9 @@ def assign_buffers(s: Schedule, pos: list | None = None) -> int:
     for _, n in g.outputs:
         last[n] = t
     for it, (start, _) in zip(s.items, item_pos):
-        chunk = conv_chunk(g, it)
-        if chunk is not None:
-            size = chunk[1]
+        plan = conv_plan(g, it)
+        if plan is not None:
+            size = plan[1]
             b = Buffer(-1, g, g.type(it.nodes[0]).dtype, size, start, start)
             s.buffers.append(b)
             it.workspace = len(s.buffers) - 1
@@ -370,25 +371,78 @@ def assign_buffers(s: Schedule, pos: list | None = None) -> int:
 # pay BLAS's fixed cost once, and the bound keeps large images from needing a huge scratch buffer.
 CONV_CHUNK = 1 << 20
 
+# How runtime/kernels.py lays out a convolution's columns (row 24 of its T entry):
+CONV_ALONG_OUTPUT = 0  # im2col copies runs along each output row
+CONV_ALONG_FILTER = 1  # runs along each filter row: filters wider than their output (a filter's gradient)
+CONV_WIDE = 2  # stride 1: each column row is one run over whole padded input rows (see kernels.conv2d)
+CONV_WIDE_FILTER = 3  # the same for filters wider than their output, when the dilation is 1
+CONV_T_GEMM = 0  # conv_transpose: GEMM, then col2im adds runs along each input row
+CONV_T_DEPTHWISE = 1  # one channel in and out per group: the taps are added directly, no GEMM
+CONV_T_WIDE = 2  # stride 1: the input rows are widened to the output's, and col2im adds whole planes
+# A wide layout computes the columns between rows too and throws them away; it pays while that is at
+# most this share of the work (LeNet's c3: 14 columns for 10, and copies 14 times as long).
+WIDE_WASTE = 2
 
-def conv_chunk(g: Graph, it: Item) -> tuple[Dim, Dim] | None:
-    """(images per GEMM, workspace size) of a conv or conv_transpose: conv fills the im2col columns of
-    a chunk of images and its GEMM result; conv_transpose its columns and the chunk's input channels."""
+
+def conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int] | None:
+    """(images per GEMM, workspace elements, layout) of a conv or conv_transpose item, for its kernel."""
     if it.kind not in ("conv", "conv_transpose"):
         return None
-    x, w = (g.type(i) for i in g.node(it.nodes[0])["inputs"])
-    out = g.type(it.nodes[0])
-    groups = g.node(it.nodes[0])["attrs"].get("groups", 1)
+    node = g.node(it.nodes[0])
+    (x, w), out = (g.type(i) for i in node["inputs"]), g.type(it.nodes[0])
+    a = node["attrs"]
+    groups = a.get("groups", 1)
+    geo = _conv_geometry(x, w, out, a)
     if it.kind == "conv":
-        cg, kg, positions = x.shape[1] / groups, w.shape[0] / groups, product(out.shape[2:])
-        per_image = (cg * product(w.shape[2:]) + kg) * positions
+        cg, kg = x.shape[1] / groups, w.shape[0] / groups
+        rows, positions = cg * product(w.shape[2:]), product(out.shape[2:])
+        per_image, fixed, path = (rows + kg) * positions, Dim.const(0), CONV_ALONG_OUTPUT
+        if geo is not None:
+            (H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw) = geo
+            Hp, Wp = H + 2 * ph, W + 2 * pw
+            padded = x.shape[1] * Hp * Wp if ph or pw else 0
+            if kw > OW:
+                path = CONV_ALONG_FILTER
+                if (dh, dw) == (1, 1) and groups == 1 and Wp <= WIDE_WASTE * kw and (OH - 1) * sh + kh <= Hp:
+                    path = CONV_WIDE_FILTER
+                    run = kh * Wp  # columns [(image, u, v), (c, run)], the filter widened to [K, (c, run)]
+                    per_image = OH * OW * (cg * run + kg) + padded
+                    fixed = w.shape[0] * cg * run
+            elif (sh, sw) == (1, 1) and Wp <= WIDE_WASTE * OW and OH + dh * (kh - 1) <= Hp:
+                path = CONV_WIDE
+                per_image = (rows + kg) * OH * Wp + padded
     else:
-        cg, kg, positions = x.shape[1] / groups, w.shape[1], product(x.shape[2:])
-        per_image = (kg * product(w.shape[2:]) + cg) * positions
+        cg, kg = x.shape[1] / groups, w.shape[1]
+        rows, positions = kg * product(w.shape[2:]), product(x.shape[2:])
+        per_image, fixed, path = (rows + cg) * positions, Dim.const(0), CONV_T_GEMM
+        if cg == Dim.const(1) and kg == Dim.const(1):
+            per_image, path = Dim.const(0), CONV_T_DEPTHWISE
+        elif geo is not None:
+            (H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw) = geo
+            Hb, Wb = max(H + dh * (kh - 1), OH + ph), max(W + dw * (kw - 1), OW + pw)
+            if (sh, sw) == (1, 1) and Wb <= WIDE_WASTE * W:
+                path = CONV_T_WIDE
+                per_image = (rows + cg) * H * Wb + out.shape[1] * Hb * Wb
     images = Dim.const(1)
-    if per_image.is_const:
+    if per_image.is_const and per_image.value > 0:
         images = dmin(x.shape[0], Dim.const(max(1, CONV_CHUNK // int(per_image.value))))
-    return images, images * per_image
+    elif per_image.is_const:
+        images = x.shape[0]
+    return images, images * per_image + fixed, path
+
+
+def _conv_geometry(x, w, out, a) -> tuple[int, ...] | None:
+    """(H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw) of a 1-d or 2-d convolution with known spatial
+    sizes (a 1-d one as height 1), or None."""
+    ns = x.rank - 2
+    dims = [x.shape[2:], w.shape[2:], out.shape[2:]]
+    if ns not in (1, 2) or not all(d.is_const for ds in dims for d in ds):
+        return None
+    stride, pad, dil = window_geometry(None, a, ns)
+    if ns == 1:
+        dims, stride, pad, dil = [(Dim.const(1),) + tuple(ds) for ds in dims], (1,) + tuple(stride), (0,) + tuple(pad), (1,) + tuple(dil)
+    (H, W), (kh, kw), (OH, OW) = ([int(d.value) for d in ds] for ds in dims)
+    return (H, W, kh, kw, OH, OW, *stride, *pad, *dil)
 
 
 def item_reads(s: Schedule, it: Item) -> list[int]:

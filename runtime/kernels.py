@@ -198,13 +198,120 @@ def _im2col_t(xa, x0, m, CHW, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, 
 
 
 @njit(cache=True, error_model="numpy")
+def _pad_planes(dst, d0, src, s0, planes, H, W, ph, pw):
+    """Consecutive [H, W] planes of src from s0, into dst from d0 as [H + 2ph, W + 2pw] planes with zero
+    borders."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    _zero_run(dst, d0, planes * Hp * Wp)
+    for p in range(planes):
+        for h in range(H):
+            _copy_run(dst, d0 + (p * Hp + ph + h) * Wp + pw, src, s0 + (p * H + h) * W, 1, W)
+
+
+@njit(cache=True, error_model="numpy")
+def _wide_cols(cols, c0, src, s0, m, C, c_first, cg, kh, kw, dh, dw, Hp, Wp, Q):
+    """Wide columns of m images of padded [C, Hp, Wp] planes from src[s0]: row (c, i, j) for image b is the
+    run src[plane + i*dh*Wp + j*dw:][:Q], Q = OH * Wp, cut short (and zero-filled) at the plane's end."""
+    for c in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                s = i * dh * Wp + j * dw
+                n = min(Q, Hp * Wp - s)
+                for b in range(m):
+                    d = c0 + (r * m + b) * Q
+                    _copy_run(cols, d, src, s0 + (b * C + c_first + c) * Hp * Wp + s, 1, n)
+                    _zero_run(cols, d + n, Q - n)
+
+
+@njit(cache=True, error_model="numpy")
+def _conv_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb):
+    """Stride 1: out[k, oh, ow] is column oh * Wp + ow of a GEMM whose column rows are whole runs of the
+    padded input (_wide_cols), the columns between output rows (ow >= OW) computed and dropped. Runs of
+    OH * Wp elements copy several times faster than im2col's runs of OW."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Q, kg, rows, P = OH * Wp, K // groups, cg * kh * kw, OH * OW
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        res0, pad0 = wso + rows * m * Q, wso + (rows + kg) * m * Q
+        cols = wsa[wso:res0].reshape((rows, m * Q))
+        res = wsa[res0:pad0].reshape((kg, m * Q))
+        if ph > 0 or pw > 0:
+            _pad_planes(wsa, pad0, xa, xo + n0 * C * H * W, m * C, H, W, ph, pw)
+        for g in range(groups):
+            if ph > 0 or pw > 0:
+                _wide_cols(wsa, wso, wsa, pad0, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
+            else:
+                _wide_cols(wsa, wso, xa, xo + n0 * C * H * W, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
+            np.dot(wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows)), cols, res)
+            for b in range(m):
+                for k in range(kg):
+                    for oh in range(OH):
+                        _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P + oh * OW, wsa, res0 + (k * m + b) * Q + oh * Wp, 1, OW)
+
+
+@njit(cache=True, error_model="numpy")
+def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L):
+    """Columns [(b, u, v), (c, q)] for a filter wider than its output: output (u, v) of image b reads
+    src[plane c + u*sh*Wp + v*sw:][:L], L = kh * Wp, cut short (and zero-filled) at the plane's end."""
+    for b in range(m):
+        for u in range(OH):
+            for v in range(OW):
+                s = u * sh * Wp + v * sw
+                n = min(L, Hp * Wp - s)
+                for c in range(C):
+                    d = c0 + (((b * OH + u) * OW + v) * C + c) * L
+                    _copy_run(cols, d, src, s0 + (b * C + c) * Hp * Wp + s, 1, n)
+                    _zero_run(cols, d + n, L - n)
+
+
+@njit(cache=True, error_model="numpy")
+def _conv_wide_filter(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kh, kw, OH, OW, sh, sw, ph, pw, nb):
+    """A filter wider than its output, dilation 1, one group (a filter's gradient): the filter widened to
+    rows of Wp with zeros is contracted with runs of whole padded input rows. The zeros meet input
+    values outside the window, so an inf there gives NaN where the reference would not."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L, UV = kh * Wp, OH * OW
+    cols0 = wso + K * C * L
+    for k in range(K):
+        for c in range(C):
+            for a in range(kh):
+                d = wso + (k * C + c) * L + a * Wp
+                _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
+                _zero_run(wsa, d + kw, Wp - kw)
+    wide = wsa[wso:cols0].reshape((K, C * L))
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        res0 = cols0 + m * UV * C * L
+        pad0 = res0 + K * m * UV
+        if ph > 0 or pw > 0:
+            _pad_planes(wsa, pad0, xa, xo + n0 * C * H * W, m * C, H, W, ph, pw)
+            _wide_filter_cols(wsa, cols0, wsa, pad0, m, C, OH, OW, sh, sw, Hp, Wp, L)
+        else:
+            _wide_filter_cols(wsa, cols0, xa, xo + n0 * C * H * W, m, C, OH, OW, sh, sw, Hp, Wp, L)
+        res = wsa[res0:pad0].reshape((K, m * UV))
+        np.dot(wide, wsa[cols0:res0].reshape((m * UV, C * L)).T, res)
+        for b in range(m):
+            for k in range(K):
+                _copy_run(oa, oo + ((n0 + b) * K + k) * UV, wsa, res0 + k * m * UV + b * UV, 1, UV)
+
+
+@njit(cache=True, error_model="numpy")
 def conv2d(xa, wa, oa, wsa, T, r):
     """out [N, K, OH, OW] = x [N, C, H, W] correlated with w [K, C/groups, KH, KW]: im2col of a chunk of
-    nb images (T[r + 23]) and one GEMM per chunk and group."""
+    nb images (T[r + 23]) and one GEMM per chunk and group, the columns laid out as T[r + 24] says
+    (compiler/schedule.py's CONV_* layouts)."""
     xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
     N, C, H, W, K, cg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 8], T[r + 9], T[r + 10], T[r + 11]
     OH, OW = T[r + 14], T[r + 15]
     sh, sw, ph, pw, dh, dw, groups, nb = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22], T[r + 23]
+    layout = T[r + 24]
+    if layout == 2:
+        _conv_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb)
+        return
+    if layout == 3:
+        _conv_wide_filter(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kh, kw, OH, OW, sh, sw, ph, pw, nb)
+        return
     kg, rows, P = K // groups, cg * kh * kw, OH * OW
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
@@ -215,7 +322,7 @@ def conv2d(xa, wa, oa, wsa, T, r):
                 res = oa[oo + (n0 * K + g * kg) * P:oo + (n0 * K + (g + 1) * kg) * P].reshape((kg, P))
             else:
                 res = wsa[wso + rows * m * P:wso + (rows + kg) * m * P].reshape((kg, m * P))
-            if kw > OW:
+            if layout == 1:
                 cols = wsa[wso:wso + m * P * rows].reshape((m * P, rows))
                 _im2col_t(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1))
                 np.dot(wg, cols.T, res)
@@ -243,17 +350,58 @@ def _add_tap(oa, o0, src, s0, H, W, OH, OW, i, j, sh, sw, ph, pw, dh, dw, scale)
 
 
 @njit(cache=True, error_model="numpy")
+def _conv_t_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb):
+    """Stride 1: the input's rows are widened with zeros to the padded output's width Wb, so that each
+    filter tap's columns add into the padded output as one run per plane; the pad is cropped at the end."""
+    cg, rows = C // groups, kg * kh * kw
+    Hb, Wb = max(H + dh * (kh - 1), OH + ph), max(W + dw * (kw - 1), OW + pw)
+    Q, HbWb = H * Wb, Hb * Wb
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        xg0 = wso + rows * m * Q
+        out0 = xg0 + cg * m * Q
+        cols = wsa[wso:xg0].reshape((rows, m * Q))
+        _zero_run(wsa, out0, m * K * HbWb)
+        for g in range(groups):
+            for c in range(cg):
+                for b in range(m):
+                    for h in range(H):
+                        d = xg0 + (c * m + b) * Q + h * Wb
+                        _copy_run(wsa, d, xa, xo + (((n0 + b) * C + g * cg + c) * H + h) * W, 1, W)
+                        _zero_run(wsa, d + W, Wb - W)
+            wg = wa[wo + g * cg * rows:wo + (g + 1) * cg * rows].reshape((cg, rows))
+            np.dot(wg.T, wsa[xg0:out0].reshape((cg, m * Q)), cols)
+            for k in range(kg):
+                for i in range(kh):
+                    for j in range(kw):
+                        rr = (k * kh + i) * kw + j
+                        s = i * dh * Wb + j * dw
+                        n = min(Q, HbWb - s)
+                        for b in range(m):
+                            _add_run(wsa, out0 + (b * K + g * kg + k) * HbWb + s, 1, wsa, wso + (rr * m + b) * Q, n, 1.0)
+        for b in range(m):
+            for k in range(K):
+                for oh in range(OH):
+                    _copy_run(oa, oo + ((n0 + b) * K + k) * OH * OW + oh * OW, wsa, out0 + (b * K + k) * HbWb + (oh + ph) * Wb + pw, 1, OW)
+
+
+@njit(cache=True, error_model="numpy")
 def conv_transpose2d(xa, wa, oa, wsa, T, r):
     """out [N, K, OH, OW] = the adjoint of conv2d: x [N, C, H, W], w [C, K/groups, KH, KW]. One GEMM per
-    chunk of nb images and group gives the columns, which col2im adds into the output; a depthwise one
-    (one channel in and out per group) adds its taps directly."""
+    chunk of nb images and group gives the columns, which col2im adds into the output, laid out as
+    T[r + 24] says (compiler/schedule.py's CONV_T_* layouts); a depthwise one (one channel in and out per
+    group) adds its taps directly."""
     xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
     N, C, H, W, kg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 9], T[r + 10], T[r + 11]
     K, OH, OW = T[r + 13], T[r + 14], T[r + 15]
     sh, sw, ph, pw, dh, dw, groups, nb = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22], T[r + 23]
+    layout = T[r + 24]
+    if layout == 2:
+        _conv_t_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb)
+        return
     cg, rows, HW, OP = C // groups, kg * kh * kw, H * W, OH * OW
     _zero_run(oa, oo, N * K * OP)
-    if cg == 1 and kg == 1:
+    if layout == 1:
         for n in range(N):
             for c in range(C):
                 for i in range(kh):
@@ -285,59 +433,46 @@ def conv_transpose2d(xa, wa, oa, wsa, T, r):
                                      H, W, OH, OW, i, j, sh, sw, ph, pw, dh, dw, 1.0)
 
 
-@njit(cache=True, error_model="numpy")
-def _pool_row(xa, oa, T, r):
-    """A pool's row of T: offsets, the input's and the output's [N, C, H, W], then window, stride, pad."""
-    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
-    x = xa[xo:xo + N * C * H * W].reshape((N, C, H, W))
-    out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
-    return x, out, T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
-
-
+# The pools run a whole output row per window tap: no test per element inside the loop over the row.
 @njit(cache=True, error_model="numpy")
 def max_pool2d(xa, oa, T, r):
-    x, out, kh, kw, sh, sw, ph, pw = _pool_row(xa, oa, T, r)
-    N, C, H, W = x.shape
-    OH, OW = out.shape[2], out.shape[3]
-    for n in range(N):
-        for c in range(C):
-            for oh in range(OH):
-                for ow in range(OW):
-                    m = -np.inf
-                    for i in range(kh):
-                        h = oh * sh - ph + i
-                        if 0 <= h < H:
-                            for j in range(kw):
-                                v = ow * sw - pw + j
-                                if 0 <= v < W:
-                                    m = np.maximum(m, x[n, c, h, v])
-                    out[n, c, oh, ow] = m
+    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
+    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
+    for p in range(N * C):
+        for oh in range(OH):
+            o = oo + (p * OH + oh) * OW
+            for t in range(o, o + OW):
+                oa[t] = -np.inf
+            for i in range(kh):
+                h = oh * sh - ph + i
+                if 0 <= h < H:
+                    for j in range(kw):
+                        lo, hi = _inside(j - pw, sw, W, OW)
+                        d, x, st = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw), np.uint64(sw)
+                        for t in range(np.uint64(hi - lo)):
+                            oa[d + t] = np.maximum(oa[d + t], xa[x + t * st])
 
 
 @njit(cache=True, error_model="numpy")
 def avg_pool2d(xa, oa, T, r):
     """The mean over the window's part inside the padded input (count_include_pad, as the reference)."""
-    x, out, kh, kw, sh, sw, ph, pw = _pool_row(xa, oa, T, r)
-    N, C, H, W = x.shape
-    OH, OW = out.shape[2], out.shape[3]
-    for n in range(N):
-        for c in range(C):
-            for oh in range(OH):
-                for ow in range(OW):
-                    total = 0.0
-                    inside = 0
-                    for i in range(kh):
-                        h = oh * sh - ph + i
-                        if h >= H + ph:
-                            continue
-                        for j in range(kw):
-                            v = ow * sw - pw + j
-                            if v >= W + pw:
-                                continue
-                            inside += 1
-                            if 0 <= h < H and 0 <= v < W:
-                                total += x[n, c, h, v]
-                    out[n, c, oh, ow] = total / inside
+    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
+    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
+    for p in range(N * C):
+        for oh in range(OH):
+            o = oo + (p * OH + oh) * OW
+            _zero_run(oa, o, OW)
+            for i in range(kh):
+                h = oh * sh - ph + i
+                if 0 <= h < H:
+                    for j in range(kw):
+                        lo, hi = _inside(j - pw, sw, W, OW)
+                        d, x, st = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw), np.uint64(sw)
+                        for t in range(np.uint64(hi - lo)):
+                            oa[d + t] += xa[x + t * st]
+            rows = max(0, min(kh, H + 2 * ph - oh * sh))  # window rows inside the padded input
+            for ow in range(OW):
+                oa[o + ow] /= rows * max(0, min(kw, W + 2 * pw - ow * sw))
 
 
 @njit(cache=True, error_model="numpy")

@@ -77,6 +77,9 @@ def _primitive_graph():
     outs["conv_t"] = e("conv_transpose", img, e.const(np.ones((2, 3, 2, 2), np.float32), "f32"), stride=[2, 2])
     outs["max_pool"] = e("max_pool", img, k=[2, 2], round="ceil")
     outs["avg_pool"] = e("avg_pool", img, k=[3, 3], stride=[2, 2], pad=[1, 1])
+    # windows that reach past the padded input: fewer elements count, rows and columns alike
+    outs["avg_pool_ceil"] = e("avg_pool", img, k=[3, 2], stride=[2, 3], pad=[1, 0], round="ceil")
+    outs["max_pool_pad"] = e("max_pool", img, k=[3, 3], stride=[2, 1], pad=[1, 1])
     outs["reshape"] = e("reshape", seq, shape=(B, Dim.const(20)))
     outs["transpose"] = e("transpose", seq, perm=[2, 0, 1])
     outs["broadcast_to"] = e("broadcast_to", e.const(np.arange(4, dtype=np.float32), "f32"), shape=(B, Dim.const(4)))
@@ -157,21 +160,29 @@ def test_gradients_of_every_differentiable_primitive_match_the_reference():
         _close(got[name], want[name], 1e-10)
 
 
-# conv and conv_transpose choose a path by shape: columns along the output or along the filter (a filter
-# wider than the output, as in a filter's gradient), a GEMM per chunk of images or straight into the output,
-# grouped, and a depthwise transposed convolution without a GEMM (avg_pool's gradient)
-_CONVS = [  # (x shape, w shape, attrs, transposed)
-    ((7, 4, 9, 8), (6, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False),
-    ((7, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False),
-    ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False),
-    ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True),
-    ((7, 4, 5, 6), (4, 3, 2, 3), dict(stride=[1, 2], dilation=[2, 1], groups=2), True),
-    ((7, 3, 4, 4), (3, 1, 2, 2), dict(stride=[2, 2], groups=3, output_pad=[1, 0]), True),
+# conv and conv_transpose choose a column layout by shape (compiler/schedule.py's conv_plan): along the
+# output or along the filter (a filter wider than the output, as in a filter's gradient), the wide layouts
+# of stride 1 (whole padded rows, with and without padding, grouped and dilated), a GEMM per chunk of
+# images or straight into the output, and a depthwise transposed convolution without a GEMM (avg_pool's
+# gradient)
+_CONVS = [  # (x shape, w shape, attrs, transposed, layout)
+    ((7, 4, 9, 8), (6, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE"),
+    ((9, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False, "CONV_ALONG_OUTPUT"),
+    ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_WIDE_FILTER"),
+    ((3, 3, 12, 12), (4, 3, 7, 6), dict(stride=[1, 1], dilation=[1, 2]), False, "CONV_ALONG_FILTER"),
+    ((5, 4, 7, 9), (6, 2, 3, 3), dict(stride=[1, 1], pad=[1, 2], dilation=[2, 1], groups=2), False, "CONV_WIDE"),
+    ((3, 4, 11, 11), (5, 4, 6, 7), dict(stride=[2, 2], pad=[1, 1], round="floor"), False, "CONV_WIDE_FILTER"),
+    ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_WIDE"),
+    ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True, "CONV_T_GEMM"),
+    ((7, 4, 5, 6), (4, 3, 2, 3), dict(stride=[1, 2], dilation=[2, 1], groups=2), True, "CONV_T_GEMM"),
+    ((7, 3, 4, 4), (3, 1, 2, 2), dict(stride=[2, 2], groups=3, output_pad=[1, 0]), True, "CONV_T_DEPTHWISE"),
+    ((5, 4, 6, 5), (4, 3, 3, 2), dict(stride=[1, 1], pad=[1, 0], dilation=[1, 2], groups=2), True, "CONV_T_WIDE"),
+    ((4, 3, 5, 6), (3, 2, 3, 3), dict(stride=[1, 1], pad=[1, 1], dilation=[2, 2], output_pad=[1, 0]), True, "CONV_T_WIDE"),
 ]
 
 
-@pytest.mark.parametrize("chunk,images", [(1 << 20, [7, 7, 3, 7, 7, 7]), (1, [1] * 6), (1900, [1, 3, 1, 3, 3, 7])],
-                         ids=["whole-batch", "one-image", "chunks-of-3"])
+@pytest.mark.parametrize("chunk,images", [(1 << 20, None), (1, 1), (3700, "partial")],
+                         ids=["whole-batch", "one-image", "small-chunks"])
 def test_convolution_paths_match_the_reference(chunk, images, monkeypatch):
     from compiler import schedule
     monkeypatch.setattr(schedule, "CONV_CHUNK", chunk)
@@ -179,14 +190,24 @@ def test_convolution_paths_match_the_reference(chunk, images, monkeypatch):
     e = Emitter(g, None, "t")
     r = np.random.default_rng(5)
     feeds = {}
-    for q, (xs, ws, attrs, transposed) in enumerate(_CONVS):
+    for q, (xs, ws, attrs, transposed, _) in enumerate(_CONVS):
         name = f"x{q}"
         g.inputs.append(g.add("input", [], {"name": name}, TType(tuple(Dim.const(d) for d in xs), "f32"), None, name))
         feeds[name] = r.standard_normal(xs).astype(np.float32)
         w = e.const(r.standard_normal(ws).astype(np.float32), "f32")
         g.outputs.append((f"conv{q}", e("conv_transpose" if transposed else "conv", g.inputs[-1], w, **attrs)))
     kinds = [g.node(n)["op"] for _, n in g.outputs]
-    assert [int(schedule.conv_chunk(g, schedule.Item(k, [n]))[0].value) for k, (_, n) in zip(kinds, g.outputs)] == images
+    plans = [schedule.conv_plan(g, schedule.Item(k, [n])) for k, (_, n) in zip(kinds, g.outputs)]
+    assert [p[2] for p in plans] == [getattr(schedule, c[4]) for c in _CONVS]
+    nbs = [int(p[0].value) for p in plans]
+    batch = [c[0][0] for c in _CONVS]
+    if images is None:  # every image in one GEMM
+        assert nbs == batch
+    elif images == 1:
+        assert nbs == [b if c[4] == "CONV_T_DEPTHWISE" else 1 for b, c in zip(batch, _CONVS)]
+    else:  # at least one layout of each kind ends on a partial chunk
+        partial = {c[4] for nb, b, c in zip(nbs, batch, _CONVS) if 1 < nb < b and b % nb}
+        assert partial >= {"CONV_WIDE", "CONV_ALONG_OUTPUT", "CONV_T_GEMM", "CONV_T_WIDE"}, (nbs, partial)
     want = interpreter.run(g, feeds, float_dtype=np.float64, outputs=[n for n, _ in g.outputs])
     got = compiled.run(g, feeds, float_dtype=np.float64)
     for name, _ in g.outputs:
