@@ -26,7 +26,7 @@ import numpy as np
 from .dims import Dim, product
 from .graph import Graph
 from .ops import _per_axis, window_geometry
-from .schedule import ELEMENTWISE, Schedule, conv_plan
+from .schedule import CONV_KERNEL, ELEMENTWISE, Schedule, conv_plan
 
 STORE = ("f32", "f64", "i32", "i64", "bool")
 NP_NAME = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
@@ -138,10 +138,11 @@ class ModuleGen:
         if self.profile:
             out += ["from time import perf_counter", "", "from numba import objmode", ""]
         out += [
-               "from runtime.kernels import (avg_pool2d, conv2d, conv_transpose2d, copy, fill, max_pool2d,",
-               "                             max_pool_grad2d, mix, node_key, normal, scan_carry_lengths, scan_extract,",
-               "                             scan_extract_lengths, scan_insert, scan_insert_lengths, uniform,",
-               "                             erf32, exp32, sigmoid32, tanh32)", ""]
+               "from runtime.kernels import (avg_pool2d, conv2d, conv2d_wide, conv2d_wide_filter, conv_transpose2d,",
+               "                             conv_transpose2d_depthwise, conv_transpose2d_wide, copy, fill,",
+               "                             max_pool2d, max_pool_grad2d, mix, node_key, normal, scan_carry_lengths,",
+               "                             scan_extract, scan_extract_lengths, scan_insert, scan_insert_lengths,",
+               "                             uniform, erf32, exp32, sigmoid32, tanh32)", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
             params, body = key.split(":\n", 1)
             out += ["", "@njit(cache=True, no_cpython_wrapper=True, error_model=\"numpy\")", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]
@@ -442,9 +443,9 @@ class _Function:
             dil = two(_per_axis(a.get("dilation", 1), nsp, "dilation"), 1)
             ints = dims4(ins[0]) + dims4(ins[1]) + dims4(n) + [self.D(v) for v in stride + pad + dil]
             ws = (f"A_{self.mod.store(g.type(n).dtype)}", f"O[{it.workspace}]")
-            images, _, path = conv_plan(g, it)
-            self.lib(ind, "conv2d" if it.kind == "conv" else "conv_transpose2d", refs([ins[0], ins[1], n]) + [ws],
-                     ints=ints + [self.D(a.get("groups", 1)), self.D(images), self.D(path)])
+            images, _, layout = conv_plan(g, it)
+            self.lib(ind, CONV_KERNEL[layout], refs([ins[0], ins[1], n]) + [ws],
+                     ints=ints + [self.D(a.get("groups", 1)), self.D(images), self.D(layout)])
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)

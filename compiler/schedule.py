@@ -371,14 +371,18 @@ def assign_buffers(s: Schedule, pos: list | None = None) -> int:
 # pay BLAS's fixed cost once, and the bound keeps large images from needing a huge scratch buffer.
 CONV_CHUNK = 1 << 20
 
-# How runtime/kernels.py lays out a convolution's columns (row 24 of its T entry):
+# How a convolution lays out its columns; each layout is its own runtime/kernels.py function (CONV_KERNEL),
+# so that a model compiles only the ones it uses.
 CONV_ALONG_OUTPUT = 0  # im2col copies runs along each output row
 CONV_ALONG_FILTER = 1  # runs along each filter row: filters wider than their output (a filter's gradient)
-CONV_WIDE = 2  # stride 1: each column row is one run over whole padded input rows (see kernels.conv2d)
+CONV_WIDE = 2  # stride 1: each column row is one run over whole padded input rows
 CONV_WIDE_FILTER = 3  # the same for filters wider than their output, when the dilation is 1
-CONV_T_GEMM = 0  # conv_transpose: GEMM, then col2im adds runs along each input row
-CONV_T_DEPTHWISE = 1  # one channel in and out per group: the taps are added directly, no GEMM
-CONV_T_WIDE = 2  # stride 1: the input rows are widened to the output's, and col2im adds whole planes
+CONV_T_GEMM = 4  # conv_transpose: GEMM, then col2im adds runs along each input row
+CONV_T_DEPTHWISE = 5  # one channel in and out per group: the taps are added directly, no GEMM
+CONV_T_WIDE = 6  # stride 1: the input rows are widened to the output's, and col2im adds whole planes
+CONV_KERNEL = {CONV_ALONG_OUTPUT: "conv2d", CONV_ALONG_FILTER: "conv2d", CONV_WIDE: "conv2d_wide",
+               CONV_WIDE_FILTER: "conv2d_wide_filter", CONV_T_GEMM: "conv_transpose2d",
+               CONV_T_DEPTHWISE: "conv_transpose2d_depthwise", CONV_T_WIDE: "conv_transpose2d_wide"}
 # A wide layout computes the columns between rows too and throws them away; it pays while that is at
 # most this share of the work (LeNet's c3: 14 columns for 10, and copies 14 times as long).
 WIDE_WASTE = 2

@@ -197,6 +197,16 @@ def _im2col_t(xa, x0, m, CHW, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, 
                         _zero_run(cols, d + hi, kw - hi)
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _conv_row(T, r):
+    """A convolution's row of T: offsets of x, w, out and the workspace; x's [N, C, H, W]; out's channels K
+    and w's second axis (conv's input channels per group, conv_transpose's output channels per group);
+    the filter's KH, KW; out's OH, OW; stride, pad, dilation; groups; images per GEMM."""
+    return (T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 13], T[r + 9],
+            T[r + 10], T[r + 11], T[r + 14], T[r + 15], T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20],
+            T[r + 21], T[r + 22], T[r + 23])
+
+
 @njit(cache=True, error_model="numpy")
 def _pad_planes(dst, d0, src, s0, planes, H, W, ph, pw):
     """Consecutive [H, W] planes of src from s0, into dst from d0 as [H + 2ph, W + 2pw] planes with zero
@@ -225,10 +235,11 @@ def _wide_cols(cols, c0, src, s0, m, C, c_first, cg, kh, kw, dh, dw, Hp, Wp, Q):
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb):
-    """Stride 1: out[k, oh, ow] is column oh * Wp + ow of a GEMM whose column rows are whole runs of the
-    padded input (_wide_cols), the columns between output rows (ow >= OW) computed and dropped. Runs of
-    OH * Wp elements copy several times faster than im2col's runs of OW."""
+def conv2d_wide(xa, wa, oa, wsa, T, r):
+    """conv2d with stride 1: out[k, oh, ow] is column oh * Wp + ow of a GEMM whose column rows are whole
+    runs of the padded input (_wide_cols), the columns between output rows (ow >= OW) computed and
+    dropped. Runs of OH * Wp elements copy several times faster than im2col's runs of OW."""
+    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     Q, kg, rows, P = OH * Wp, K // groups, cg * kh * kw, OH * OW
     for n0 in range(0, N, nb):
@@ -266,10 +277,11 @@ def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L):
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_wide_filter(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kh, kw, OH, OW, sh, sw, ph, pw, nb):
-    """A filter wider than its output, dilation 1, one group (a filter's gradient): the filter widened to
-    rows of Wp with zeros is contracted with runs of whole padded input rows. The zeros meet input
-    values outside the window, so an inf there gives NaN where the reference would not."""
+def conv2d_wide_filter(xa, wa, oa, wsa, T, r):
+    """conv2d with a filter wider than its output, dilation 1, one group (a filter's gradient): the filter
+    widened to rows of Wp with zeros is contracted with runs of whole padded input rows. The zeros meet
+    input values outside the window, so an inf there gives NaN where the reference would not."""
+    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L, UV = kh * Wp, OH * OW
     cols0 = wso + K * C * L
@@ -300,18 +312,9 @@ def _conv_wide_filter(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kh, kw, O
 def conv2d(xa, wa, oa, wsa, T, r):
     """out [N, K, OH, OW] = x [N, C, H, W] correlated with w [K, C/groups, KH, KW]: im2col of a chunk of
     nb images (T[r + 23]) and one GEMM per chunk and group, the columns laid out as T[r + 24] says
-    (compiler/schedule.py's CONV_* layouts)."""
-    xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
-    N, C, H, W, K, cg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 8], T[r + 9], T[r + 10], T[r + 11]
-    OH, OW = T[r + 14], T[r + 15]
-    sh, sw, ph, pw, dh, dw, groups, nb = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22], T[r + 23]
-    layout = T[r + 24]
-    if layout == 2:
-        _conv_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb)
-        return
-    if layout == 3:
-        _conv_wide_filter(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kh, kw, OH, OW, sh, sw, ph, pw, nb)
-        return
+    (compiler/schedule.py's CONV_ALONG_OUTPUT or CONV_ALONG_FILTER)."""
+    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
+    along_filter = T[r + 24] == 1
     kg, rows, P = K // groups, cg * kh * kw, OH * OW
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
@@ -322,7 +325,7 @@ def conv2d(xa, wa, oa, wsa, T, r):
                 res = oa[oo + (n0 * K + g * kg) * P:oo + (n0 * K + (g + 1) * kg) * P].reshape((kg, P))
             else:
                 res = wsa[wso + rows * m * P:wso + (rows + kg) * m * P].reshape((kg, m * P))
-            if layout == 1:
+            if along_filter:
                 cols = wsa[wso:wso + m * P * rows].reshape((m * P, rows))
                 _im2col_t(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1))
                 np.dot(wg, cols.T, res)
@@ -350,9 +353,11 @@ def _add_tap(oa, o0, src, s0, H, W, OH, OW, i, j, sh, sw, ph, pw, dh, dw, scale)
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_t_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb):
-    """Stride 1: the input's rows are widened with zeros to the padded output's width Wb, so that each
-    filter tap's columns add into the padded output as one run per plane; the pad is cropped at the end."""
+def conv_transpose2d_wide(xa, wa, oa, wsa, T, r):
+    """conv_transpose2d with stride 1: the input's rows are widened with zeros to the padded output's
+    width Wb, so that each filter tap's columns add into the padded output as one run per plane; the pad
+    is cropped at the end."""
+    xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     cg, rows = C // groups, kg * kh * kw
     Hb, Wb = max(H + dh * (kh - 1), OH + ph), max(W + dw * (kw - 1), OW + pw)
     Q, HbWb = H * Wb, Hb * Wb
@@ -386,29 +391,27 @@ def _conv_t_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH
 
 
 @njit(cache=True, error_model="numpy")
+def conv_transpose2d_depthwise(xa, wa, oa, wsa, T, r):
+    """conv_transpose2d with one channel in and out per group (avg_pool's gradient): each filter tap's
+    plane is added directly, no GEMM."""
+    xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
+    HW, OP = H * W, OH * OW
+    _zero_run(oa, oo, N * K * OP)
+    for n in range(N):
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    _add_tap(oa, oo + (n * K + c) * OP, xa, xo + (n * C + c) * HW, H, W, OH, OW, i, j,
+                             sh, sw, ph, pw, dh, dw, wa[wo + (c * kh + i) * kw + j])
+
+
+@njit(cache=True, error_model="numpy")
 def conv_transpose2d(xa, wa, oa, wsa, T, r):
     """out [N, K, OH, OW] = the adjoint of conv2d: x [N, C, H, W], w [C, K/groups, KH, KW]. One GEMM per
-    chunk of nb images and group gives the columns, which col2im adds into the output, laid out as
-    T[r + 24] says (compiler/schedule.py's CONV_T_* layouts); a depthwise one (one channel in and out per
-    group) adds its taps directly."""
-    xo, wo, oo, wso = T[r], T[r + 1], T[r + 2], T[r + 3]
-    N, C, H, W, kg, kh, kw = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 9], T[r + 10], T[r + 11]
-    K, OH, OW = T[r + 13], T[r + 14], T[r + 15]
-    sh, sw, ph, pw, dh, dw, groups, nb = T[r + 16], T[r + 17], T[r + 18], T[r + 19], T[r + 20], T[r + 21], T[r + 22], T[r + 23]
-    layout = T[r + 24]
-    if layout == 2:
-        _conv_t_wide(xa, wa, oa, wsa, xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, ph, pw, dh, dw, groups, nb)
-        return
+    chunk of nb images and group gives the columns, which col2im adds into the output."""
+    xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     cg, rows, HW, OP = C // groups, kg * kh * kw, H * W, OH * OW
     _zero_run(oa, oo, N * K * OP)
-    if layout == 1:
-        for n in range(N):
-            for c in range(C):
-                for i in range(kh):
-                    for j in range(kw):
-                        _add_tap(oa, oo + (n * K + c) * OP, xa, xo + (n * C + c) * HW, H, W, OH, OW, i, j,
-                                 sh, sw, ph, pw, dh, dw, wa[wo + (c * kh + i) * kw + j])
-        return
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         cols = wsa[wso:wso + rows * m * HW].reshape((rows, m * HW))
