@@ -262,6 +262,16 @@ def conv2d_wide(xa, wa, oa, wsa, T, r):
 
 
 @njit(cache=True, error_model="numpy")
+def _scatter_transposed(oa, o0, image, src, s0, m, K, P):
+    """A filter-layout product src[s0:] laid out [(b, p), k] into m output images of K planes of P
+    positions. That product order, with the long axis first, makes BLAS 1.4-1.7x faster here than
+    [k, (b, p)] (LeNet's filter gradients: K = 6 and 16 against P = 25)."""
+    for b in range(m):
+        for k in range(K):
+            _copy_run(oa, o0 + b * image + k * P, src, s0 + b * P * K + k, K, P)
+
+
+@njit(cache=True, error_model="numpy")
 def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L):
     """Columns [(b, u, v), (c, q)] for a filter wider than its output: output (u, v) of image b reads
     src[plane c + u*sh*Wp + v*sw:][:L], L = kh * Wp, cut short (and zero-filled) at the plane's end."""
@@ -301,11 +311,8 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r):
             _wide_filter_cols(wsa, cols0, wsa, pad0, m, C, OH, OW, sh, sw, Hp, Wp, L)
         else:
             _wide_filter_cols(wsa, cols0, xa, xo + n0 * C * H * W, m, C, OH, OW, sh, sw, Hp, Wp, L)
-        res = wsa[res0:pad0].reshape((K, m * UV))
-        np.dot(wide, wsa[cols0:res0].reshape((m * UV, C * L)).T, res)
-        for b in range(m):
-            for k in range(K):
-                _copy_run(oa, oo + ((n0 + b) * K + k) * UV, wsa, res0 + k * m * UV + b * UV, 1, UV)
+        np.dot(wsa[cols0:res0].reshape((m * UV, C * L)), wide.T, wsa[res0:pad0].reshape((m * UV, K)))
+        _scatter_transposed(oa, oo + n0 * K * UV, K * UV, wsa, res0, m, K, UV)
 
 
 @njit(cache=True, error_model="numpy")
@@ -316,23 +323,25 @@ def conv2d(xa, wa, oa, wsa, T, r):
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     along_filter = T[r + 24] == 1
     kg, rows, P = K // groups, cg * kh * kw, OH * OW
+    res0 = wso + rows * nb * P
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         for g in range(groups):
             wg = wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows))
             x0 = xo + (n0 * C + g * cg) * H * W
-            if m == 1:  # straight into the output
-                res = oa[oo + (n0 * K + g * kg) * P:oo + (n0 * K + (g + 1) * kg) * P].reshape((kg, P))
-            else:
-                res = wsa[wso + rows * m * P:wso + (rows + kg) * m * P].reshape((kg, m * P))
             if along_filter:
                 cols = wsa[wso:wso + m * P * rows].reshape((m * P, rows))
                 _im2col_t(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1))
-                np.dot(wg, cols.T, res)
+                np.dot(cols, wg.T, wsa[res0:res0 + m * P * kg].reshape((m * P, kg)))
+                _scatter_transposed(oa, oo + (n0 * K + g * kg) * P, K * P, wsa, res0, m, kg, P)
+                continue
+            if m == 1:  # straight into the output
+                res = oa[oo + (n0 * K + g * kg) * P:oo + (n0 * K + (g + 1) * kg) * P].reshape((kg, P))
             else:
-                cols = wsa[wso:wso + rows * m * P].reshape((rows, m * P))
-                _im2col(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1), m * P)
-                np.dot(wg, cols, res)
+                res = wsa[res0:res0 + kg * m * P].reshape((kg, m * P))
+            cols = wsa[wso:wso + rows * m * P].reshape((rows, m * P))
+            _im2col(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1), m * P)
+            np.dot(wg, cols, res)
             if m > 1:
                 flat = res.reshape(-1)
                 for b in range(m):

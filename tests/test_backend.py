@@ -170,6 +170,7 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
     ((9, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False, "CONV_ALONG_OUTPUT"),
     ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_WIDE_FILTER"),
     ((3, 3, 12, 12), (4, 3, 7, 6), dict(stride=[1, 1], dilation=[1, 2]), False, "CONV_ALONG_FILTER"),
+    ((3, 4, 8, 8), (4, 2, 3, 7), dict(stride=[1, 1], pad=[1, 0], dilation=[2, 1], groups=2), False, "CONV_ALONG_FILTER"),
     ((5, 4, 7, 9), (6, 2, 3, 3), dict(stride=[1, 1], pad=[1, 2], dilation=[2, 1], groups=2), False, "CONV_WIDE"),
     ((3, 4, 11, 11), (5, 4, 6, 7), dict(stride=[2, 2], pad=[1, 1], round="floor"), False, "CONV_WIDE_FILTER"),
     ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_WIDE"),
