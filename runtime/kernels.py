@@ -460,9 +460,14 @@ def max_pool2d(xa, oa, T, r):
                 if 0 <= h < H:
                     for j in range(kw):
                         lo, hi = _inside(j - pw, sw, W, OW)
-                        d, x, st = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw), np.uint64(sw)
-                        for t in range(np.uint64(hi - lo)):
-                            oa[d + t] = np.maximum(oa[d + t], xa[x + t * st])
+                        d, x = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw)
+                        if sw == 2:  # a constant stride: LLVM vectorizes the interleaved loads
+                            for t in range(np.uint64(hi - lo)):
+                                oa[d + t] = np.maximum(oa[d + t], xa[x + t * np.uint64(2)])
+                        else:
+                            st = np.uint64(sw)
+                            for t in range(np.uint64(hi - lo)):
+                                oa[d + t] = np.maximum(oa[d + t], xa[x + t * st])
 
 
 @njit(cache=True, error_model="numpy")
@@ -479,9 +484,14 @@ def avg_pool2d(xa, oa, T, r):
                 if 0 <= h < H:
                     for j in range(kw):
                         lo, hi = _inside(j - pw, sw, W, OW)
-                        d, x, st = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw), np.uint64(sw)
-                        for t in range(np.uint64(hi - lo)):
-                            oa[d + t] += xa[x + t * st]
+                        d, x = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw)
+                        if sw == 2:  # as in max_pool2d
+                            for t in range(np.uint64(hi - lo)):
+                                oa[d + t] += xa[x + t * np.uint64(2)]
+                        else:
+                            st = np.uint64(sw)
+                            for t in range(np.uint64(hi - lo)):
+                                oa[d + t] += xa[x + t * st]
             rows = max(0, min(kh, H + 2 * ph - oh * sh))  # window rows inside the padded input
             for ow in range(OW):
                 oa[o + ow] /= rows * max(0, min(kw, W + 2 * pw - ow * sw))
