@@ -142,7 +142,7 @@ class ModuleGen:
                "                             conv_transpose2d_depthwise, conv_transpose2d_wide, copy, fill,",
                "                             max_pool2d, max_pool_grad2d, mix, node_key, normal, scan_carry_lengths,",
                "                             scan_extract, scan_extract_lengths, scan_insert, scan_insert_lengths,",
-               "                             uniform, erf32, exp32, sigmoid32, tanh32)", ""]
+               "                             sum_run, uniform, erf32, exp32, sigmoid32, tanh32)", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
             params, body = key.split(":\n", 1)
             out += ["", "@njit(cache=True, no_cpython_wrapper=True, error_model=\"numpy\")", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]
@@ -701,6 +701,13 @@ class _Fused:
         if split:
             o = outs[stored.index(src)]
             v = f"{o}[{o}o + {full}]"
+            last = self.r - 1
+            if is_float and axes and axes[-1] == last and not _unit(self.dom[last]):
+                # the innermost reduced axis is one contiguous run of what was stored: sum it vectorized
+                lines.pop()
+                outer = horner([(self.iv[j], self.n[j]) for j in range(last) if not _unit(self.dom[j])])
+                v = f"sum_run({o}, {o}o + ({outer}) * {self.n[last]}, {self.n[last]})"
+                ind2 = ind2[:-4]
         else:
             lines += [ind2 + x for x in stmts + stores]
             v = self.local[src] if src in self.mset else self.leaf(src)
