@@ -477,7 +477,10 @@ def conv_transpose2d(xa, wa, oa, wsa, T, r):
                                      H, W, OH, OW, i, j, sh, sw, ph, pw, dh, dw, 1.0)
 
 
-# The pools run a whole output row per window tap: no test per element inside the loop over the row.
+# The pools run a whole output row per window tap: no test per element inside the loop over the row. Max
+# and average are two copies of that walk on purpose: numba cannot cache a function that takes the
+# combining function as an argument (it counts as a dynamic global), and every step that pools would lose
+# its cache with it.
 @njit(cache=True, error_model="numpy")
 def max_pool2d(xa, oa, T, r):
     xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
