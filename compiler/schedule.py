@@ -400,39 +400,39 @@ def conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int] | None:
     if it.kind == "conv":
         cg, kg = x.shape[1] / groups, w.shape[0] / groups
         rows, positions = cg * product(w.shape[2:]), product(out.shape[2:])
-        per_image, fixed, path = (rows + kg) * positions, Dim.const(0), CONV_ALONG_OUTPUT
+        per_image, fixed, layout = (rows + kg) * positions, Dim.const(0), CONV_ALONG_OUTPUT
         if geo is not None:
             (H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw) = geo
             Hp, Wp = H + 2 * ph, W + 2 * pw
             padded = x.shape[1] * Hp * Wp if ph or pw else 0
             if kw > OW:
-                path = CONV_ALONG_FILTER
+                layout = CONV_ALONG_FILTER
                 if (dh, dw) == (1, 1) and groups == 1 and Wp <= WIDE_WASTE * kw and (OH - 1) * sh + kh <= Hp:
-                    path = CONV_WIDE_FILTER
+                    layout = CONV_WIDE_FILTER
                     run = kh * Wp  # columns [(image, u, v), (c, run)], the filter widened to [K, (c, run)]
                     per_image = OH * OW * (cg * run + kg) + padded
                     fixed = w.shape[0] * cg * run
             elif (sh, sw) == (1, 1) and Wp <= WIDE_WASTE * OW and OH + dh * (kh - 1) <= Hp:
-                path = CONV_WIDE
+                layout = CONV_WIDE
                 per_image = (rows + kg) * OH * Wp + padded
     else:
         cg, kg = x.shape[1] / groups, w.shape[1]
         rows, positions = kg * product(w.shape[2:]), product(x.shape[2:])
-        per_image, fixed, path = (rows + cg) * positions, Dim.const(0), CONV_T_GEMM
+        per_image, fixed, layout = (rows + cg) * positions, Dim.const(0), CONV_T_GEMM
         if cg == Dim.const(1) and kg == Dim.const(1):
-            per_image, path = Dim.const(0), CONV_T_DEPTHWISE
+            per_image, layout = Dim.const(0), CONV_T_DEPTHWISE
         elif geo is not None:
             (H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw) = geo
             Hb, Wb = max(H + dh * (kh - 1), OH + ph), max(W + dw * (kw - 1), OW + pw)
             if (sh, sw) == (1, 1) and Wb <= WIDE_WASTE * W:
-                path = CONV_T_WIDE
+                layout = CONV_T_WIDE
                 per_image = (rows + cg) * H * Wb + out.shape[1] * Hb * Wb
     images = Dim.const(1)
     if per_image.is_const and per_image.value > 0:
         images = dmin(x.shape[0], Dim.const(max(1, CONV_CHUNK // int(per_image.value))))
     elif per_image.is_const:
         images = x.shape[0]
-    return images, images * per_image + fixed, path
+    return images, images * per_image + fixed, layout
 
 
 def _conv_geometry(x, w, out, a) -> tuple[int, ...] | None:
