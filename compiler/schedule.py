@@ -94,6 +94,11 @@ class Schedule:
             extra = f" over {_shape(it.domain)}" if it.kind == "fused" else ""
             if it.transposed:
                 extra += " reading " + ", ".join(f"operand {i} transposed" for i in it.transposed)
+            plan = conv_plan(g, it)
+            if plan is not None:
+                extra += f" by {CONV_KERNEL[plan[2]]}"
+                if plan[2] != CONV_T_DEPTHWISE:
+                    extra += f" (a GEMM per {plan[0]} images)"
             stored = ", ".join(f"%{n}" for n in it.stored)
             lines.append(f"{indent}[{k}] {it.kind}{extra}: {names}  -> {stored or '-'}")
             if it.body is not None:
