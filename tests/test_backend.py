@@ -174,6 +174,7 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
     ((5, 4, 7, 9), (6, 2, 3, 3), dict(stride=[1, 1], pad=[1, 2], dilation=[2, 1], groups=2), False, "CONV_WIDE"),
     ((3, 4, 11, 11), (5, 4, 6, 7), dict(stride=[2, 2], pad=[1, 1], round="floor"), False, "CONV_WIDE_FILTER"),
     ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_WIDE"),
+    ((3, 2, 5, 4), (256, 2, 2, 2), dict(stride=[1, 1]), False, "CONV_WIDE"),  # 256 channels: the other GEMM order
     ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True, "CONV_T_GEMM"),
     ((7, 4, 5, 6), (4, 3, 2, 3), dict(stride=[1, 2], dilation=[2, 1], groups=2), True, "CONV_T_GEMM"),
     ((7, 3, 4, 4), (3, 1, 2, 2), dict(stride=[2, 2], groups=3, output_pad=[1, 0]), True, "CONV_T_DEPTHWISE"),
