@@ -541,8 +541,7 @@ def _(e, n, g):
     gp = e("conv_transpose", spread, e.const(np.ones((C, 1) + tuple(k)), tx.dtype), stride=stride,
            output_pad=opad, groups=C)
     for i in range(ns):
-        if pad[i] or e.type(gp).shape[2 + i] != Dim.const(S[i]):  # an identity slice would split the loop
-            gp = e("slice", gp, axis=2 + i, start=pad[i], stop=pad[i] + S[i])
+        gp = e("slice", gp, axis=2 + i, start=pad[i], stop=pad[i] + S[i])
     return [gp]
 
 

@@ -1,12 +1,14 @@
 """Graph passes, each a function from a graph to a new graph that computes the same outputs:
 
     fold_constants  ops whose operands are all constants become constants (evaluated by the op's own impl)
+    simplify        movement ops that leave their operand unchanged (a slice of a whole axis, a reshape or
+                    broadcast to its own shape, a cast to its own dtype, an identity transpose) are dropped
     cse             nodes with the same op, attributes and operands are merged (random ops never are)
     push_slices     slices of a sum become sums of slices, so the sum is not stored
     join_pads       a sum of zero paddings side by side along one axis becomes a concatenation
     share_saved_scans  a forward scan that backpropagation reruns to save its carries runs once
     dce             nodes that no output, state update or train setting needs are dropped
-    optimize        all six in that order
+    optimize        all seven in that order
 
 The input graph is left unchanged; `Graph.pretty()` prints any of the results. Every pass keeps the
 graph's interface (inputs, parameters, outputs, state updates) and each random op's key, so a graph
@@ -105,6 +107,27 @@ def cse(g: Graph) -> Graph:
             seen[key] = n
         order.append(n)
     return _rebuild(g, order, alias)
+
+
+def _is_identity(g: Graph, d: dict) -> bool:
+    op, a = d["op"], d["attrs"]
+    if op not in ("slice", "transpose", "reshape", "broadcast_to", "cast") or g.type(d["inputs"][0]) != d["type"]:
+        return False
+    if op == "slice":  # the same length along the axis from 0 in steps of 1: all of it
+        return Dim.of(a.get("start") or 0) == Dim.const(0) and a.get("step", 1) == 1
+    if op == "transpose":
+        return a.get("perm") is not None and list(a["perm"]) == list(range(len(a["perm"])))
+    return True
+
+
+def simplify(g: Graph) -> Graph:
+    """Drops the movement ops that leave their operand as it is; their users read the operand. Autodiff
+    crops a transposed convolution to the input's size whether or not it is larger (avg_pool's gradient),
+    and such a slice would split the fused loop that reads it into a loop per row."""
+    alias = {n: g.node(n)["inputs"][0] for n in g.nodes() if _is_identity(g, g.node(n))}
+    if not alias:
+        return g
+    return _rebuild(g, [n for n in g.nodes() if n not in alias], alias)
 
 
 def _zero_pad(g: Graph, v: int):
@@ -240,4 +263,4 @@ def fold_constants(g: Graph, float_dtype=None) -> Graph:
 
 
 def optimize(g: Graph, float_dtype=None) -> Graph:
-    return dce(share_saved_scans(join_pads(push_slices(cse(fold_constants(g, float_dtype))))))
+    return dce(share_saved_scans(join_pads(push_slices(cse(simplify(fold_constants(g, float_dtype)))))))
