@@ -485,59 +485,55 @@ def conv_transpose2d(xa, wa, oa, wsa, T, r):
                                      H, W, OH, OW, i, j, sh, sw, ph, pw, dh, dw, 1.0)
 
 
-# The pools run a whole output row per window tap: no test per element inside the loop over the row. Max
-# and average are two copies of that walk on purpose: numba cannot cache a function that takes the
-# combining function as an argument (it counts as a dynamic global), and every step that pools would lose
-# its cache with it.
 @njit(cache=True, error_model="numpy")
-def max_pool2d(xa, oa, T, r):
+def _pool2d(xa, oa, T, r, is_max):
+    """Max or average over each window, a whole output row per window tap (no test per element inside the
+    loop over the row). The average is over the window's part inside the padded input (count_include_pad,
+    as the reference)."""
     xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
     kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
+    st = np.uint64(sw)
     for p in range(N * C):
         for oh in range(OH):
             o = oo + (p * OH + oh) * OW
-            for t in range(o, o + OW):
-                oa[t] = -np.inf
+            if is_max:
+                for t in range(o, o + OW):
+                    oa[t] = -np.inf
+            else:
+                _zero_run(oa, o, OW)
             for i in range(kh):
                 h = oh * sh - ph + i
                 if 0 <= h < H:
                     for j in range(kw):
                         lo, hi = _inside(j - pw, sw, W, OW)
                         d, x = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw)
-                        if sw == 2:  # a constant stride: LLVM vectorizes the interleaved loads
+                        # a constant stride 2 lets LLVM vectorize the interleaved loads
+                        if is_max and sw == 2:
                             for t in range(np.uint64(hi - lo)):
                                 oa[d + t] = np.maximum(oa[d + t], xa[x + t * np.uint64(2)])
-                        else:
-                            st = np.uint64(sw)
+                        elif is_max:
                             for t in range(np.uint64(hi - lo)):
                                 oa[d + t] = np.maximum(oa[d + t], xa[x + t * st])
+                        elif sw == 2:
+                            for t in range(np.uint64(hi - lo)):
+                                oa[d + t] += xa[x + t * np.uint64(2)]
+                        else:
+                            for t in range(np.uint64(hi - lo)):
+                                oa[d + t] += xa[x + t * st]
+            if not is_max:
+                rows = max(0, min(kh, H + 2 * ph - oh * sh))  # window rows inside the padded input
+                for ow in range(OW):
+                    oa[o + ow] /= rows * max(0, min(kw, W + 2 * pw - ow * sw))
+
+
+@njit(cache=True, error_model="numpy")
+def max_pool2d(xa, oa, T, r):
+    _pool2d(xa, oa, T, r, True)
 
 
 @njit(cache=True, error_model="numpy")
 def avg_pool2d(xa, oa, T, r):
-    """The mean over the window's part inside the padded input (count_include_pad, as the reference)."""
-    xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
-    kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
-    for p in range(N * C):
-        for oh in range(OH):
-            o = oo + (p * OH + oh) * OW
-            _zero_run(oa, o, OW)
-            for i in range(kh):
-                h = oh * sh - ph + i
-                if 0 <= h < H:
-                    for j in range(kw):
-                        lo, hi = _inside(j - pw, sw, W, OW)
-                        d, x = np.uint64(o + lo), np.uint64(xo + (p * H + h) * W + lo * sw + j - pw)
-                        if sw == 2:  # as in max_pool2d
-                            for t in range(np.uint64(hi - lo)):
-                                oa[d + t] += xa[x + t * np.uint64(2)]
-                        else:
-                            st = np.uint64(sw)
-                            for t in range(np.uint64(hi - lo)):
-                                oa[d + t] += xa[x + t * st]
-            rows = max(0, min(kh, H + 2 * ph - oh * sh))  # window rows inside the padded input
-            for ow in range(OW):
-                oa[o + ow] /= rows * max(0, min(kw, W + 2 * pw - ow * sw))
+    _pool2d(xa, oa, T, r, False)
 
 
 @njit(cache=True, error_model="numpy")
