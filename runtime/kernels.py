@@ -267,18 +267,18 @@ def conv2d_wide(xa, wa, oa, wsa, T, r):
             else:
                 _wide_cols(wsa, wso, xa, xo + n0 * C * H * W, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
             wg = wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows))
-            if kg < 256:  # the product as [(b, q), k]: faster from 6 to 128 output channels, slower at 512
+            # the product as [(b, q), k] is faster from 6 to 128 output channels, slower at 512
+            if kg < 256:
                 np.dot(cols.T, wg.T, wsa[res0:pad0].reshape((m * Q, kg)))
-                for b in range(m):
-                    for k in range(kg):
-                        for oh in range(OH):
-                            _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P + oh * OW, wsa, res0 + (b * Q + oh * Wp) * kg + k, kg, OW)
-                continue
-            np.dot(wg, cols, res)
+                image, channel, step = Q * kg, 1, kg  # strides of image, channel and position in it
+            else:
+                np.dot(wg, cols, res)
+                image, channel, step = Q, m * Q, 1
             for b in range(m):
                 for k in range(kg):
                     for oh in range(OH):
-                        _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P + oh * OW, wsa, res0 + (k * m + b) * Q + oh * Wp, 1, OW)
+                        _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P + oh * OW,
+                                  wsa, res0 + b * image + k * channel + oh * Wp * step, step, OW)
 
 
 @njit(cache=True, error_model="numpy")
