@@ -123,8 +123,8 @@ def _parse_cached(text: str, key: str) -> A.Module:
     mod = parse(text, key)
     try:
         write_atomic(path, pickle.dumps(mod, protocol=pickle.HIGHEST_PROTOCOL))
-    except OSError:  # a read-only cache folder slows the next start, nothing more
-        pass
+    except (OSError, pickle.PicklingError, RecursionError):  # only a cache: a read-only folder or an AST
+        pass  # too deep to pickle slows the next start, nothing more
     return mod
 
 
