@@ -162,3 +162,18 @@ def test_parsed_files_are_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monk
     with pytest.raises(DiagnosticError):
         loader.load(bad)
     assert set((tmp_path / "cache" / "ast").glob("*.pickle")) == before
+
+
+def test_a_file_the_cache_cannot_hold_still_loads(tmp_path, monkeypatch):
+    """Pickling fails for an AST nested past the recursion limit: the file loads, uncached."""
+    from dsl import loader
+
+    def too_deep(*a, **k):
+        raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(loader, "_PARSED", {})
+    monkeypatch.setattr(loader.pickle, "dumps", too_deep)
+    model = tmp_path / "m.dln"
+    model.write_text("model m(x: f32[B, 4]) {\n    return relu(x)\n}\n")
+    assert [b.name for b in loader.load(model).main.blocks] == ["m"]
+    assert not list((tmp_path / "cache").rglob("*.pickle"))
