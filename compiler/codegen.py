@@ -85,6 +85,9 @@ class Program:
     table: list = field(default_factory=list)  # the int table T: ("D" | "O" | "Q", index) per entry
     rows: list = field(default_factory=list)  # R: where each call's row of T starts
     labels: list = field(default_factory=list)  # per call: what it computes (for profiles)
+    # per call: (function, [(argument expression, dtype)]), dtype None for the step function's own arguments;
+    # enough to compile every callee before the step function (runtime/compiled.py compiles them in parallel)
+    calls: list = field(default_factory=list)
     input_dtypes: list = field(default_factory=list)  # storage dtype of each input
     prof: object = None  # seconds per call, when the module was generated with profile=True
 
@@ -179,7 +182,7 @@ class _Kernel:
     def __init__(self):
         self.arrays: list[tuple[str, str]] = []  # (parameter, array the call passes)
         self.slots: list[tuple[str, tuple]] = []  # (parameter, table entry ("D"|"O"|"Q", index))
-        self.extras: list[tuple[str, str]] = []  # (parameter, expression the call passes)
+        self.extras: list[tuple[str, str, str]] = []  # (parameter, expression the call passes, its dtype)
         self.keys: dict = {}
         self.storage: dict = {}  # (array, offset) -> parameter
         self.count = 0
@@ -206,7 +209,7 @@ class _Kernel:
             self.keys[key] = name
         return name
 
-    def scalar(self, arg, key=None, prefix="n", name=None) -> str:
+    def scalar(self, arg, key=None, prefix="n", name=None, dtype="i64") -> str:
         if key is not None and key in self.keys:
             return self.keys[key]
         name = name or self._name(prefix)
@@ -214,14 +217,14 @@ class _Kernel:
         if m:
             self.slots.append((name, (m.group(1), int(m.group(2)))))
         else:
-            self.extras.append((name, arg))
+            self.extras.append((name, arg, dtype))
         if key is not None:
             self.keys[key] = name
         return name
 
     @property
     def params(self) -> list[str]:
-        return [a for a, _ in self.arrays] + ["T", "r"] + [e for e, _ in self.extras]
+        return [a for a, _ in self.arrays] + ["T", "r"] + [e for e, _, _ in self.extras]
 
     def header(self) -> list[str]:
         # unsigned: numba then knows an index cannot be negative, drops its wraparound check, and LLVM can
@@ -355,8 +358,10 @@ class _Function:
         row = len(self.program.rows)
         self.program.rows.append(len(self.program.table))
         self.program.table += [entry for _, entry in k.slots]
-        args = [arr for _, arr in k.arrays] + ["T", f"R[{row}]"] + [e for _, e in k.extras]
-        self.body.append(f"{ind}{name}({', '.join(args)})")
+        args = [(arr, None) for _, arr in k.arrays] + [("T", None), (f"R[{row}]", "i64")]
+        args += [(e, dt) for _, e, dt in k.extras]
+        self.body.append(f"{ind}{name}({', '.join(a for a, _ in args)})")
+        self.program.calls.append((name, args))
         self.program.labels.append(f"{self.note} [{name}]")
         if self.mod.profile:
             self.body += [f"{ind}with objmode(now_='float64'):", f"{ind}    now_ = perf_counter()",
@@ -375,8 +380,8 @@ class _Function:
             k.arrays.append(("", arr))
         for v in ints:
             k.scalar(v, name="")
-        for e in extras:
-            k.extras.append(("", e))
+        for e, dtype in extras:
+            k.extras.append(("", e, dtype))
         self.call(ind, name, k)
 
     # ---- matmul: BLAS on 2-d views made inside the kernel
@@ -530,7 +535,7 @@ class _Function:
             size = self.D(product(g.type(c).shape))
             lit = self.inline(s, c)
             if lit is not None:
-                self.lib(ind, "fill", [carries[i]], ints=[size], extras=[lit])
+                self.lib(ind, "fill", [carries[i]], ints=[size], extras=[(lit, self.mod.store(g.type(c).dtype))])
             else:
                 self.lib(ind, "copy", [carries[i], self.ref(s, c)], ints=[size])
         lens = self.ref(s, lengths) if lengths is not None else None
@@ -538,7 +543,7 @@ class _Function:
             for j in range(ny):
                 if j in outs:
                     self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(product(g.type(outs[j]).shape))],
-                             extras=["0.0"])
+                             extras=[(literal(0, self.mod.store(g.type(outs[j]).dtype)), self.mod.store(g.type(outs[j]).dtype))])
         self.body.append(f"{ind}for {k} in range({T}):")
         ind2 = ind + "    "
         if lengths is None:
@@ -553,9 +558,9 @@ class _Function:
         def move(kind, dst, src, shape):
             geo = [pre(shape), T, post(shape)]
             if lengths is None:
-                self.lib(ind2, f"scan_{kind}", [dst, src], ints=geo, extras=["pos"])
+                self.lib(ind2, f"scan_{kind}", [dst, src], ints=geo, extras=[("pos", "i64")])
             else:
-                self.lib(ind2, f"scan_{kind}_lengths", [dst, src, lens], ints=geo + [batch, rev], extras=[k])
+                self.lib(ind2, f"scan_{kind}_lengths", [dst, src, lens], ints=geo + [batch, rev], extras=[(k, "i64")])
         for i, sq in enumerate(seqs):
             move("extract", self.ref(bs, body.inputs[i]), self.ref(s, sq), g.type(sq).shape)
         self.emit_items(bs, ind2, body_rk)
@@ -573,7 +578,7 @@ class _Function:
                 self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[size])
             else:
                 self.lib(ind2, "scan_carry_lengths", [carries[i], self.ref(bs, new), lens], ints=[size, batch],
-                         extras=[k])
+                         extras=[(k, "i64")])
 
 
 class _Fused:
@@ -806,7 +811,7 @@ class _Fused:
         if op == "dim_value":
             return [f"{t} = {T}({k.scalar(f.D(a['dim']), prefix='s')})"]
         if op in ("rand_uniform", "rand_normal"):
-            rk = k.scalar(self.rk, key="rk", prefix="rk")
+            rk = k.scalar(self.rk, key="rk", prefix="rk", dtype="u64")
             node = k.scalar(f.D(int(a.get("key", m))), prefix="key")
             keys = [f"node_key({rk}, np.uint64({node}), np.uint64({stream}))" for stream in (0, 1)]
             if op == "rand_uniform":

@@ -90,12 +90,17 @@ def load_module(source: str):
         write_atomic(path, source)
     _check_numba_cache(path)
     name = f"dlc_generated_{key}"
+    mod = _import(name, path)
+    _LOADED[key] = mod
+    return mod
+
+
+def _import(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # before it runs: numba's cache locates functions through their module
     spec.loader.exec_module(mod)
     mod.__dlc_path__ = path
-    _LOADED[key] = mod
     return mod
 
 
@@ -246,9 +251,12 @@ class Compiled:
             layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
         (D, O, A, _, T, R), specs = layout
         fn = getattr(self.module, name)
+        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
+                np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
+        if not fn.signatures:  # its first call in this process
+            compile_callees(self.module, prog, args)
         try:
-            ok = fn(*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
-                    np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
+            ok = fn(*args)
         except IndexError as e:
             raise RunError(f"{name} failed: {e}") from None
         outs = {}
@@ -287,6 +295,111 @@ class Compiled:
         """The memory plan of one function for these inputs (arena sizes against the sum of buffers)."""
         prog = self.programs[name]
         return self._layout(prog, bind_inputs(prog.graph, feeds))[3]
+
+
+def compile_jobs() -> int:
+    """Processes that compile a step function's callees: DLC_COMPILE_JOBS, else one per CPU this process
+    may run on, at most 4 (each is a Python process with numba loaded, about 0.1 GB)."""
+    text = os.environ.get("DLC_COMPILE_JOBS", "").strip()
+    if text:
+        try:
+            jobs = int(text)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            raise RunError(f"DLC_COMPILE_JOBS should be a whole number of processes, 1 or more, not `{text}`")
+        return jobs
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
+
+
+def compile_callees(module, prog: Program, args: tuple) -> None:
+    """Before a step function's first compilation: compile the functions it calls in this process and
+    in compile_jobs() - 1 others at once, so that compiling the step function itself finds them compiled
+    here or in numba's cache (which the other processes fill).
+
+    Numba compiles a function's callees one after another while it types the function, and that is most of
+    a cold start (LeNet-5: about 13 of 16 s, the step function's own lowering the rest). Each process takes
+    the next callee nobody has claimed (a file created exclusively), the costly hand-written kernels
+    first. It only saves time: whatever is missing afterwards numba compiles as before, so a process that
+    fails or a signature worked out differently changes nothing but the time."""
+    fn = getattr(module, prog.name)
+    jobs = compile_jobs()
+    if jobs < 2 or _cached(fn):
+        return
+    import inspect
+    import pickle
+    import shutil
+    import subprocess
+    import tempfile
+
+    from numba import typeof
+    from numba.core import types
+    by_name = dict(zip(inspect.signature(fn.py_func).parameters, args))
+    dtypes = {"f32": types.float32, "f64": types.float64, "i32": types.int32, "i64": types.int64,
+              "bool": types.boolean, "u64": types.uint64}
+    units: dict[str, list] = {}
+    for callee, call_args in prog.calls:
+        sig = tuple(typeof(by_name[e]) if dt is None else dtypes[dt] for e, dt in call_args)
+        sigs = units.setdefault(callee, [])
+        if sig not in sigs and sig not in getattr(module, callee).signatures:
+            sigs.append(sig)
+    # the hand-written kernels (convolutions, pools) take seconds each, a generated kernel a fifth of one
+    order = sorted((u for u in units.items() if u[1]), key=lambda u: u[0].startswith("k_"))
+    if len(order) < 2:
+        return
+    claims = Path(tempfile.mkdtemp(prefix="dlc-compile-"))
+    procs = []
+    try:
+        job = claims / "job.pickle"
+        job.write_bytes(pickle.dumps((module.__name__, str(module.__dlc_path__), order)))
+        root = str(Path(__file__).resolve().parent.parent)
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                "from runtime.compiled import compile_worker; compile_worker(sys.argv[2])")
+        for _ in range(min(jobs, len(order)) - 1):
+            procs.append(subprocess.Popen([sys.executable, "-P", "-c", code, root, str(job)],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        try:
+            _compile_claimed(module, order, claims)
+        except Exception:  # the step function's own compilation reports it, as it would without this
+            for p in procs:
+                p.kill()
+        for p in procs:
+            p.wait()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(claims, ignore_errors=True)
+
+
+def _compile_claimed(module, order: list, claims: Path) -> None:
+    for i, (callee, sigs) in enumerate(order):
+        try:
+            os.close(os.open(claims / f"{i}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        for sig in sigs:
+            getattr(module, callee).compile(sig)
+
+
+def compile_worker(job: str) -> None:
+    """One of compile_callees' other processes: import the generated module under its name and path (so
+    that numba's cache entries are the ones the parent looks for) and compile what it claims."""
+    import pickle
+    name, path, order = pickle.loads(Path(job).read_bytes())
+    _compile_claimed(_import(name, Path(path)), order, Path(job).parent)
+
+
+def _cached(fn) -> bool:
+    """Whether numba's cache holds machine code of fn (an index file exists: every call of a step function
+    has the same types, all arrays flat). True when that cannot be told, which keeps the plain path."""
+    try:
+        cache = fn._cache
+        return (Path(cache.cache_path) / f"{cache._impl.filename_base}.nbi").exists()
+    except AttributeError:
+        return True
 
 
 def _int(d, bindings) -> int:

@@ -22,6 +22,7 @@ from compiler.ops import INTERNAL, OPS
 from compiler.schedule import plan_memory
 from runtime import compiled, interpreter
 from runtime.initializers import init_params
+from runtime.interpreter import RunError
 from runtime.optim import build_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,6 +325,50 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     third = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     assert third.stdout.split()[0] == first.stdout.split()[0]
+
+
+def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
+    """compile_callees works out each callee's signature from the generated calls: a compile process that
+    claims all of them (this one claims none) leaves the step function nothing to compile but itself and
+    the key mixer it calls directly, whatever the calls pass (a scan's loop counter and keys, masking noise's
+    random key, arrays, rows of T)."""
+    env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               DLC_COMPILE_JOBS="2")
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path.insert(0, {str(ROOT)!r})
+        from numba.core import event
+        import runtime.compiled as rc
+        from runtime.model import Model
+        here = []
+        class Compiles(event.Listener):
+            def on_start(self, ev): here.append(ev.data["dispatcher"].py_func.__name__)
+            def on_end(self, ev): pass
+        event.register("numba:compile", Compiles())
+        rc._compile_claimed = lambda module, order, claims: print("units", len(order))  # all left to the other
+        m = Model("char_rnn", target="cpu", sets={{"vocab": 5, "hidden": 4}})
+        chars = np.array([[1, 2, 3], [4, 0, 1]])
+        print("loss", m.train_on_batch({{"chars": chars, "next_chars": chars}}, 0.1)["loss"])
+        m = Model("ae_denoising", target="cpu")
+        print("loss", m.train_on_batch({{"x": np.ones((2, 64), np.float32)}}, 0.1)["loss"])
+        print("here", *sorted(set(here)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [int(x.split()[1]) > 1 for x in lines if x.startswith("units")] == [True, True], out.stdout
+    assert all(np.isfinite(float(x.split()[1])) for x in lines if x.startswith("loss"))
+    assert lines[-1] == "here mix train_step", out.stdout
+
+
+def test_compile_jobs_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "3")
+    assert compiled.compile_jobs() == 3
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "two")
+    with pytest.raises(RunError, match="DLC_COMPILE_JOBS should be a whole number of processes, 1 or more, not `two`"):
+        compiled.compile_jobs()
+    monkeypatch.delenv("DLC_COMPILE_JOBS")
+    assert 1 <= compiled.compile_jobs() <= 4
 
 
 def test_user_text_never_becomes_code(tmp_path):

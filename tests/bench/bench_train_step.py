@@ -341,7 +341,7 @@ def _cpu_total() -> tuple[float, float]:
 
 
 def _cpu_ours(pids) -> float:
-    """CPU seconds used by this process, its finished children and the live workers `pids`."""
+    """CPU seconds used by this process, its finished children and the live workers `pids` (with theirs)."""
     t = os.times()
     used = t.user + t.system + t.children_user + t.children_system
     hz = os.sysconf("SC_CLK_TCK")
@@ -349,7 +349,8 @@ def _cpu_ours(pids) -> float:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            used += (int(fields[11]) + int(fields[12])) / hz  # utime, stime of all its threads
+            # utime, stime of all its threads, then of its children that have exited (dlc's compile processes)
+            used += sum(int(x) for x in fields[11:15]) / hz
         except (OSError, IndexError, ValueError):
             pass
     return used
