@@ -568,6 +568,8 @@ def max_pool_grad2d(xa, oa, ga, gxa, T, r):
 # ---- float32 exp, tanh, sigmoid and erf that LLVM can vectorize (libm's are scalar calls, ~20 ns each, and
 # dominate convolutional and recurrent steps). Cephes's single-precision algorithms: range reduction and
 # a short polynomial, with a bit cast for 2^n; within 2 ulp of the exact value. Branches are selects.
+# LLVM inlines them into each loop and vectorizes it; numba's inline="always" gave the same machine code
+# but typed the body again at every call site: 0.45 against 0.19 s to compile a kernel calling tanh32.
 @intrinsic
 def _float32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
@@ -578,7 +580,7 @@ def _float32_from_bits(typingctx, bits):
 _F = np.float32
 
 
-@njit(inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def exp32(x):
     xc = min(max(x, _F(-87.33654)), _F(88.72284))
     n = np.floor(xc * _F(1.442695040888963) + _F(0.5))
@@ -596,7 +598,7 @@ def exp32(x):
     return x if x != x else v
 
 
-@njit(inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def tanh32(x):
     a = abs(x)
     z = x * x
@@ -607,12 +609,12 @@ def tanh32(x):
     return small if a < _F(0.625) else large
 
 
-@njit(inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def sigmoid32(x):
     return _F(1.0) / (_F(1.0) + exp32(-x))
 
 
-@njit(inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def erf32(x):
     """Two polynomials fitted for dlc by least squares on Chebyshev nodes against scipy.special.erf(c):
     x * P(x^2) below 1 (relative error 5e-8), 1 - exp(-x^2) * Q(1/|x|) from 1 to 4 (absolute error 4e-9);

@@ -482,3 +482,9 @@ def test_vectorizable_float32_functions_are_accurate(name, reference):
     tiny = np.abs(want) < np.finfo(np.float32).tiny  # below float32's normal range: absolute
     rel = np.abs(got[finite] - want[finite]) / np.where(tiny[finite], 1.0, np.abs(want[finite]))
     assert rel.max() <= 2e-7, f"{name}: worst relative error {rel.max():.3g} at x = {x[finite][rel.argmax()]}"
+    # and what they are for: LLVM inlines them into the loop (numba does not: that cost compile time at
+    # every call site) and vectorizes it
+    import re
+    ir = apply.inspect_llvm(apply.signatures[0])
+    assert not re.search(rf"call [^\n]*{name}", ir), f"{name} is still called"
+    assert re.search(r"fmul[^\n]*<\d+ x float>", ir), f"the loop calling {name} is not vectorized"
