@@ -569,6 +569,7 @@ def _warm(c, model) -> None:
 
     from runtime.interpreter import RunError
     c.sync({k: np.array(v) for k, v in model.params.items()})
+    calls = {}
     for fn, prog in c.programs.items():
         s = prog.schedule
         g = s.graph
@@ -590,6 +591,9 @@ def _warm(c, model) -> None:
             # by 1 - b^t); other floats are 0.
             fill = np.ones if name == "step" or t.dtype.startswith("i") else np.zeros
             feeds[name] = fill(shape, dtype=dtype)
+        calls[fn] = feeds
+    c.compile(calls)  # all at once, in parallel processes
+    for fn, feeds in calls.items():
         c.call(fn, feeds, seed=0, step=1)
 
 

@@ -236,25 +236,10 @@ class Compiled:
         that the next call overwrites. finished is False when the loss was not finite (nothing was updated).
         Everything that depends only on the inputs' shapes is worked out once per set of shapes."""
         prog = self.programs[name]
-        xs = []
-        shapes = []
-        for inp, dt in zip(prog.inputs, prog.input_dtypes):
-            if inp not in feeds:
-                raise RunError(f"no value for input `{inp}`")
-            x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
-            shapes.append(x.shape)
-            xs.append(x.reshape(-1))  # every value is a flat array and an offset
-        key = (name, tuple(shapes))
-        layout = self._by_shapes.get(key)
-        if layout is None:
-            bindings = bind_inputs(prog.graph, feeds)
-            layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
-        (D, O, A, _, T, R), specs = layout
+        args, (O, A), specs = self._arguments(prog, feeds, seed, step)
         fn = getattr(self.module, name)
-        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
-                np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
         if not fn.signatures:  # its first call in this process
-            compile_callees(self.module, prog, args)
+            compile_parallel(self.module, [(prog, args)])
         try:
             ok = fn(*args)
         except IndexError as e:
@@ -272,6 +257,32 @@ class Compiled:
             else:
                 outs[out_name] = np.asarray(arg)
         return bool(ok), outs
+
+    def _arguments(self, prog: Program, feeds: dict, seed: int, step: int):
+        """The step function's arguments for these feeds, (O, A) and the output specs."""
+        xs = []
+        shapes = []
+        for inp, dt in zip(prog.inputs, prog.input_dtypes):
+            if inp not in feeds:
+                raise RunError(f"no value for input `{inp}`")
+            x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
+            shapes.append(x.shape)
+            xs.append(x.reshape(-1))  # every value is a flat array and an offset
+        key = (prog.name, tuple(shapes))
+        layout = self._by_shapes.get(key)
+        if layout is None:
+            bindings = bind_inputs(prog.graph, feeds)
+            layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
+        (D, O, A, _, T, R), specs = layout
+        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
+                np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
+        return args, (O, A), specs
+
+    def compile(self, feeds: dict) -> None:
+        """Compile several functions (name -> feeds of a call) at once, in parallel processes (see
+        compile_parallel), without running them."""
+        compile_parallel(self.module, [(self.programs[name], self._arguments(self.programs[name], f, 0, 0)[0])
+                                       for name, f in feeds.items()])
 
     def _prof(self, prog: Program) -> tuple:
         if not self.gen.profile:
@@ -312,19 +323,21 @@ def compile_jobs() -> int:
     return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
 
 
-def compile_callees(module, prog: Program, args: tuple) -> None:
-    """Before a step function's first compilation: compile the functions it calls in this process and
-    in compile_jobs() - 1 others at once, so that compiling the step function itself finds them compiled
-    here or in numba's cache (which the other processes fill).
+def compile_parallel(module, steps: list) -> None:
+    """Compile step functions (a list of (Program, arguments)) not yet in numba's cache, in this process
+    and in compile_jobs() - 1 others at once: first every function they call, then, when there are
+    several, the step functions themselves. Calling a step function afterwards finds it and its callees
+    compiled here or in numba's cache, which the other processes fill.
 
     Numba compiles a function's callees one after another while it types the function, and that is most of
     a cold start (LeNet-5: about 13 of 16 s, the step function's own lowering the rest). Each process takes
-    the next callee nobody has claimed (a file created exclusively), the costly hand-written kernels
-    first. It only saves time: whatever is missing afterwards numba compiles as before, so a process that
-    fails or a signature worked out differently changes nothing but the time."""
-    fn = getattr(module, prog.name)
+    the next unit nobody has claimed (a file created exclusively), the costly hand-written kernels first,
+    and a step function only once every callee is done. It only saves time: whatever is missing afterwards
+    numba compiles as before, so a process that fails or a signature worked out differently changes nothing
+    but the time."""
     jobs = compile_jobs()
-    if jobs < 2 or _cached(fn):
+    steps = [(prog, args) for prog, args in steps if not _cached(getattr(module, prog.name))]
+    if jobs < 2 or not steps:
         return
     import inspect
     import pickle
@@ -334,34 +347,36 @@ def compile_callees(module, prog: Program, args: tuple) -> None:
 
     from numba import typeof
     from numba.core import types
-    by_name = dict(zip(inspect.signature(fn.py_func).parameters, args))
     dtypes = {"f32": types.float32, "f64": types.float64, "i32": types.int32, "i64": types.int64,
               "bool": types.boolean, "u64": types.uint64}
     units: dict[str, list] = {}
-    for callee, call_args in prog.calls:
-        sig = tuple(typeof(by_name[e]) if dt is None else dtypes[dt] for e, dt in call_args)
-        sigs = units.setdefault(callee, [])
-        if sig not in sigs and sig not in getattr(module, callee).signatures:
-            sigs.append(sig)
+    for prog, args in steps:
+        by_name = dict(zip(inspect.signature(getattr(module, prog.name).py_func).parameters, args))
+        for callee, call_args in prog.calls:
+            sig = tuple(typeof(by_name[e]) if dt is None else dtypes[dt] for e, dt in call_args)
+            sigs = units.setdefault(callee, [])
+            if sig not in sigs and sig not in getattr(module, callee).signatures:
+                sigs.append(sig)
     # the hand-written kernels (convolutions, pools) take seconds each, a generated kernel a fifth of one
-    order = sorted((u for u in units.items() if u[1]), key=lambda u: u[0].startswith("k_"))
-    if len(order) < 2:
+    callees = sorted((u for u in units.items() if u[1]), key=lambda u: u[0].startswith("k_"))
+    own = [(prog.name, [tuple(typeof(a) for a in args)]) for prog, args in steps] if len(steps) > 1 else []
+    if len(callees) + len(own) < 2:
         return
     claims = Path(tempfile.mkdtemp(prefix="dlc-compile-"))
     procs = []
     try:
         job = claims / "job.pickle"
-        job.write_bytes(pickle.dumps((module.__name__, str(module.__dlc_path__), order)))
+        job.write_bytes(pickle.dumps((module.__name__, str(module.__dlc_path__), callees, own)))
         root = str(Path(__file__).resolve().parent.parent)
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
                 "from runtime.compiled import compile_worker; compile_worker(sys.argv[2])")
-        for _ in range(min(jobs, len(order)) - 1):
+        for _ in range(min(jobs, len(callees) + len(own)) - 1):
             procs.append(subprocess.Popen([sys.executable, "-P", "-c", code, root, str(job)],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         try:
-            _compile_claimed(module, order, claims)
-        except Exception:  # the step function's own compilation reports it, as it would without this
+            _compile_claimed(module, callees, own, claims, lambda: all(p.poll() is None for p in procs))
+        except Exception:  # calling the step function reports it, as it would without this
             for p in procs:
                 p.kill()
         for p in procs:
@@ -374,22 +389,41 @@ def compile_callees(module, prog: Program, args: tuple) -> None:
         shutil.rmtree(claims, ignore_errors=True)
 
 
-def _compile_claimed(module, order: list, claims: Path) -> None:
-    for i, (callee, sigs) in enumerate(order):
+def _compile_claimed(module, callees: list, own: list, claims: Path, others_alive) -> None:
+    """Claim and compile callees, then wait until all are done (while the processes that may hold the
+    rest are alive) and claim and compile step functions."""
+    def claim(name):
         try:
-            os.close(os.open(claims / f"{i}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
         except FileExistsError:
-            continue
-        for sig in sigs:
-            getattr(module, callee).compile(sig)
+            return False
+    for i, (callee, sigs) in enumerate(callees):
+        if claim(f"{i}.claim"):
+            for sig in sigs:
+                getattr(module, callee).compile(sig)
+            (claims / f"{i}.done").touch()
+    if not own:
+        return
+    import time
+    while not all((claims / f"{i}.done").exists() for i in range(len(callees))):
+        if not others_alive():
+            return  # what they held stays to be compiled by whoever calls the step function
+        time.sleep(0.01)
+    for name, sigs in own:
+        if claim(f"{name}.claim"):
+            for sig in sigs:
+                getattr(module, name).compile(sig)
 
 
 def compile_worker(job: str) -> None:
-    """One of compile_callees' other processes: import the generated module under its name and path (so
-    that numba's cache entries are the ones the parent looks for) and compile what it claims."""
+    """One of compile_parallel's other processes: import the generated module under its name and path (so
+    that numba's cache entries are the ones the parent looks for) and compile what it claims; it stops
+    waiting for the parent's callees when the parent is gone."""
     import pickle
-    name, path, order = pickle.loads(Path(job).read_bytes())
-    _compile_claimed(_import(name, Path(path)), order, Path(job).parent)
+    name, path, callees, own = pickle.loads(Path(job).read_bytes())
+    parent = os.getppid()
+    _compile_claimed(_import(name, Path(path)), callees, own, Path(job).parent, lambda: os.getppid() == parent)
 
 
 def _cached(fn) -> bool:

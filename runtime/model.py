@@ -308,6 +308,16 @@ class Model:
             if stopper is not None:
                 stopper.__dict__.update(saved["stopper"])
                 stopper.best_params = saved.get("best_params")
+        c = self.compiled()
+        if c is not None and n and initial_epoch < epochs:
+            # the step functions this run calls, compiled at once in parallel processes (sizes do not
+            # matter to the machine code: any batch will do)
+            batch = {k: v[:batch_size] for k, v in feeds.items()}
+            hyper = {"lr": np.float32(lr0), "step": np.float32(1)}
+            calls = {_train_fn(pi): {**batch, **hyper} for pi in (range(len(phases)) if phases else [None])}
+            if validation_data is not None and "eval_step" in c.programs:
+                calls["eval_step"] = batch
+            c.compile(calls)
         for epoch in range(initial_epoch, epochs):
             # Each epoch's order depends on (seed, epoch) alone, so a resumed run shuffles as the first did.
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)

@@ -328,10 +328,10 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
 
 
 def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
-    """compile_callees works out each callee's signature from the generated calls: a compile process that
+    """compile_parallel works out each callee's signature from the generated calls: a compile process that
     claims all of them (this one claims none) leaves the step function nothing to compile but itself and
     the key mixer it calls directly, whatever the calls pass (a scan's loop counter and keys, masking noise's
-    random key, arrays, rows of T)."""
+    random key, arrays, rows of T). Given several step functions, it compiles those too."""
     env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
                DLC_COMPILE_JOBS="2")
     script = textwrap.dedent(f"""
@@ -345,20 +345,26 @@ def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
             def on_start(self, ev): here.append(ev.data["dispatcher"].py_func.__name__)
             def on_end(self, ev): pass
         event.register("numba:compile", Compiles())
-        rc._compile_claimed = lambda module, order, claims: print("units", len(order))  # all left to the other
+        rc._compile_claimed = lambda module, callees, own, *_: print("units", len(callees))  # all left to the other
         m = Model("char_rnn", target="cpu", sets={{"vocab": 5, "hidden": 4}})
         chars = np.array([[1, 2, 3], [4, 0, 1]])
         print("loss", m.train_on_batch({{"chars": chars, "next_chars": chars}}, 0.1)["loss"])
         m = Model("ae_denoising", target="cpu")
         print("loss", m.train_on_batch({{"x": np.ones((2, 64), np.float32)}}, 0.1)["loss"])
         print("here", *sorted(set(here)))
+        here.clear()
+        from compiler.cli import _warm  # `dlc compile`: all step functions at once, the other process too
+        m = Model("mlp_multiclass", target="cpu")
+        _warm(m.compiled(), m)
+        print("functions", *sorted(m.compiled().programs), "here", *sorted(set(here)))
     """)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert [int(x.split()[1]) > 1 for x in lines if x.startswith("units")] == [True, True], out.stdout
+    assert [int(x.split()[1]) > 1 for x in lines if x.startswith("units")] == [True, True, True], out.stdout
     assert all(np.isfinite(float(x.split()[1])) for x in lines if x.startswith("loss"))
-    assert lines[-1] == "here mix train_step", out.stdout
+    assert [x for x in lines if x.startswith("here")] == ["here mix train_step"], out.stdout
+    assert lines[-1] == "functions eval_step predict train_step here", out.stdout
 
 
 def test_compile_jobs_come_from_the_environment(monkeypatch):
