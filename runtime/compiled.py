@@ -371,9 +371,12 @@ def compile_parallel(module, steps: list) -> None:
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
                 "from runtime.compiled import compile_worker; compile_worker(sys.argv[2])")
         for _ in range(min(jobs, len(callees) + len(own)) - 1):
-            procs.append(subprocess.Popen([sys.executable, "-P", "-c", code, root, str(job)],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            try:
+                procs.append(subprocess.Popen([sys.executable, "-P", "-c", code, root, str(job)],
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+            except OSError:  # no Python to start (an embedding application): this process does it all
+                break
         try:
             _compile_claimed(module, callees, own, claims, lambda: all(p.poll() is None for p in procs))
         except Exception:  # calling the step function reports it, as it would without this
