@@ -357,8 +357,13 @@ def compile_parallel(module, steps: list) -> None:
             sigs = units.setdefault(callee, [])
             if sig not in sigs and sig not in getattr(module, callee).signatures:
                 sigs.append(sig)
-    # the hand-written kernels (convolutions, pools) take seconds each, a generated kernel a fifth of one
-    callees = sorted((u for u in units.items() if u[1]), key=lambda u: u[0].startswith("k_"))
+    # Longest first, so that no process is left compiling a long one while the others wait: the
+    # hand-written kernels (convolutions, pools) take a second or two each, then generated kernels by the
+    # length of their text (0.05-0.5 s).
+    def cost(unit):
+        fn = getattr(module, unit[0])
+        return (not unit[0].startswith("k_"), len(inspect.getsource(fn.py_func)) if unit[0].startswith("k_") else 0)
+    callees = sorted((u for u in units.items() if u[1]), key=cost, reverse=True)
     own = [(prog.name, [tuple(typeof(a) for a in args)]) for prog, args in steps] if len(steps) > 1 else []
     if len(callees) + len(own) < 2:
         return
@@ -378,12 +383,13 @@ def compile_parallel(module, steps: list) -> None:
             except OSError:  # no Python to start (an embedding application): this process does it all
                 break
         try:
-            _compile_claimed(module, callees, own, claims, lambda: all(p.poll() is None for p in procs))
+            alive = lambda: all(p.poll() is None for p in procs)  # noqa: E731
+            _compile_claimed(module, callees, own, claims, alive)
+            # The others' work is in the cache once every unit is done; a process then only exits, which
+            # takes numba a few tenths of a second, so it is stopped instead of waited for.
+            _wait_done(claims, [str(i) for i in range(len(callees))] + [name for name, _ in own], alive)
         except Exception:  # calling the step function reports it, as it would without this
-            for p in procs:
-                p.kill()
-        for p in procs:
-            p.wait()
+            pass
     finally:
         for p in procs:
             if p.poll() is None:
@@ -397,26 +403,32 @@ def _compile_claimed(module, callees: list, own: list, claims: Path, others_aliv
     rest are alive) and claim and compile step functions."""
     def claim(name):
         try:
-            os.close(os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(os.open(claims / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             return True
-        except FileExistsError:
+        except (FileExistsError, FileNotFoundError):  # taken, or the parent is done and removed the folder
             return False
     for i, (callee, sigs) in enumerate(callees):
-        if claim(f"{i}.claim"):
+        if claim(str(i)):
             for sig in sigs:
                 getattr(module, callee).compile(sig)
             (claims / f"{i}.done").touch()
-    if not own:
-        return
-    import time
-    while not all((claims / f"{i}.done").exists() for i in range(len(callees))):
-        if not others_alive():
-            return  # what they held stays to be compiled by whoever calls the step function
-        time.sleep(0.01)
+    if not own or not _wait_done(claims, [str(i) for i in range(len(callees))], others_alive):
+        return  # what the others held stays to be compiled by whoever calls the step function
     for name, sigs in own:
-        if claim(f"{name}.claim"):
+        if claim(name):
             for sig in sigs:
                 getattr(module, name).compile(sig)
+            (claims / f"{name}.done").touch()
+
+
+def _wait_done(claims: Path, names: list, others_alive) -> bool:
+    """Whether every unit named is done, waiting while the processes that may hold them are alive."""
+    import time
+    while not all((claims / f"{n}.done").exists() for n in names):
+        if not others_alive():
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def compile_worker(job: str) -> None:

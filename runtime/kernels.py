@@ -209,7 +209,7 @@ def _im2col_t(xa, x0, m, CHW, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, 
                         _zero_run(cols, d + hi, kw - hi)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def _conv_row(T, r):
     """A convolution's row of T: offsets of x, w, out and the workspace; x's [N, C, H, W]; out's channels K
     and w's second axis (conv's input channels per group, conv_transpose's output channels per group);
