@@ -73,7 +73,7 @@ def dce(g: Graph) -> Graph:
         roots.append(g.train["settings"]["loss"])
     live = g.ancestors(roots)
     keep = [n for n in g.nodes() if n in live or g.node(n)["op"] in _LEAVES]  # the interface stays
-    return _rebuild(g, keep, {})
+    return g if len(keep) == len(g) else _rebuild(g, keep, {})
 
 
 def _attr_key(v):
@@ -106,7 +106,7 @@ def cse(g: Graph) -> Graph:
                 continue
             seen[key] = n
         order.append(n)
-    return _rebuild(g, order, alias)
+    return _rebuild(g, order, alias) if alias else g
 
 
 def _is_identity(g: Graph, d: dict) -> bool:
@@ -128,6 +128,16 @@ def simplify(g: Graph) -> Graph:
     if not alias:
         return g
     return _rebuild(g, [n for n in g.nodes() if n not in alias], alias)
+
+
+def _anywhere(g: Graph, found) -> bool:
+    """Whether found(g, node) holds for a node of g or of a scan body in it (the passes that rewrite
+    bodies too skip rebuilding a graph they would not change: a rebuild costs 10-50 ms on a large model)."""
+    for n in g.nodes():
+        d = g.node(n)
+        if found(g, n) or (d["op"] == "scan" and _anywhere(d["attrs"]["body"], found)):
+            return True
+    return False
 
 
 def _zero_pad(g: Graph, v: int):
@@ -171,6 +181,11 @@ def join_pads(g: Graph) -> Graph:
     """A sum of zero-padded tensors that sit side by side along one axis is their concatenation. The
     gradient of a split (one slice per gate of an LSTM) is such a sum, which would otherwise run as one
     loop that reads every pad with a bounds test per element."""
+    def candidate(g, n):
+        d = g.node(n)
+        return d["op"] == "add" and all(g.node(i)["op"] == "pad" for i in d["inputs"])
+    if not _anywhere(g, candidate):
+        return g
     return _rebuild(g, list(g.nodes()), {}, body_pass=join_pads, rewrite=_join_adjacent_pads)
 
 
@@ -192,6 +207,12 @@ def push_slices(g: Graph) -> Graph:
         parts = [out.add("slice", [v], d["attrs"], d["type"], d["span"], d["name"]) for v in (a, b)]
         op = out.node(ins[0])
         return out.add(op["op"], parts, op["attrs"], d["type"], op["span"], op["name"])
+
+    def candidate(g, n):
+        d = g.node(n)
+        return d["op"] == "slice" and g.node(d["inputs"][0])["op"] in ("add", "sub", "mul", "div")
+    if not _anywhere(g, candidate):
+        return g
     return _rebuild(g, list(g.nodes()), {}, body_pass=push_slices, rewrite=rewrite)
 
 

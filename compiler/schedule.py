@@ -54,6 +54,7 @@ class Item:
     body: Schedule | None = None  # scan: the body's schedule
     check_loss: bool = False  # stop the step here when the loss (its stored value) is not finite
     workspace: int | None = None  # index of its scratch buffer (im2col columns), if it needs one
+    plan: tuple | None = None  # conv and conv_transpose: conv_plan's answer, worked out once
 
 
 @dataclass
@@ -397,6 +398,12 @@ def conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int] | None:
     """(images per GEMM, workspace elements, layout) of a conv or conv_transpose item, for its kernel."""
     if it.kind not in ("conv", "conv_transpose"):
         return None
+    if it.plan is None:
+        it.plan = _conv_plan(g, it)
+    return it.plan
+
+
+def _conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int]:
     node = g.node(it.nodes[0])
     (x, w), out = (g.type(i) for i in node["inputs"]), g.type(it.nodes[0])
     a = node["attrs"]
@@ -517,6 +524,9 @@ def inplace_updates(s: Schedule) -> None:
         for n in it.stored:
             item_of[n] = k
     check = next((k for k, it in enumerate(s.items) if it.check_loss), -1)
+    out_names: dict = {}  # a value that is also an output under another name keeps its own buffer
+    for name, m in g.outputs:
+        out_names.setdefault(m, set()).add(name)
     last_read: dict = {}
     for k, it in enumerate(s.items):
         for n in item_reads(s, it) + _body_outer_reads(it):
@@ -533,15 +543,10 @@ def inplace_updates(s: Schedule) -> None:
             continue
         direct = all(g.node(m)["op"] in ELEMENTWISE and g.type(m).shape == it.domain
                      for m in it.nodes if p in g.node(m)["inputs"])
-        if direct and last_read.get(key, -1) <= k and s.storage[n][0] == "scratch" and n not in _outputs(g, key):
+        if (direct and last_read.get(key, -1) <= k and s.storage[n][0] == "scratch"
+                and out_names.get(n, set()) <= {f"new:{key}"}):
             s.storage[n] = ("persist", key)
             s.inplace.add(key)
-
-
-def _outputs(g, key):
-    # A value that is also an output under another name keeps its own buffer.
-    names = [name for name, _ in g.outputs if name != f"new:{key}"]
-    return {m for name, m in g.outputs if name in names}
 
 
 def _body_outer_reads(it: Item) -> list:
