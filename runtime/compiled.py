@@ -238,7 +238,7 @@ class Compiled:
         prog = self.programs[name]
         args, (O, A), specs = self._arguments(prog, feeds, seed, step)
         fn = getattr(self.module, name)
-        if not fn.signatures:  # its first call in this process
+        if not getattr(fn, "signatures", True):  # its first call in this process (a plain function: no JIT)
             compile_parallel(self.module, [(prog, args)])
         try:
             ok = fn(*args)
