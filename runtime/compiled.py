@@ -309,7 +309,7 @@ class Compiled:
 
 
 def compile_jobs() -> int:
-    """Processes that compile a step function's callees: DLC_COMPILE_JOBS, else one per CPU this process
+    """Processes that compile step functions and their callees: DLC_COMPILE_JOBS, else one per CPU this process
     may run on, at most 4 (each is a Python process with numba loaded, about 0.1 GB)."""
     text = os.environ.get("DLC_COMPILE_JOBS", "").strip()
     if text:
