@@ -542,8 +542,9 @@ class _Function:
         if lengths is not None:
             for j in range(ny):
                 if j in outs:
+                    dt = self.mod.store(g.type(outs[j]).dtype)
                     self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(product(g.type(outs[j]).shape))],
-                             extras=[(literal(0, self.mod.store(g.type(outs[j]).dtype)), self.mod.store(g.type(outs[j]).dtype))])
+                             extras=[(literal(0, dt), dt)])
         self.body.append(f"{ind}for {k} in range({T}):")
         ind2 = ind + "    "
         if lengths is None:
