@@ -367,6 +367,30 @@ def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
     assert lines[-1] == "functions eval_step predict train_step here", out.stdout
 
 
+def test_a_compile_process_that_fails_only_costs_time(tmp_path):
+    """A compile process that dies at once (/bin/false) or cannot start leaves its share to this one:
+    the same losses as compiling in one process."""
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path.insert(0, {str(ROOT)!r})
+        from runtime.model import Model
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+        for name, exe in (("xor", "/bin/false"), ("perceptron", "/nonexistent/python")):
+            sys.executable = exe
+            m = Model(name, target="cpu", sets={{"inputs": 2}} if name == "perceptron" else {{}})
+            y = np.zeros((4,) + tuple(int(d.value) for d in m.infer.type(m.infer.train["targets"][m.target_names[0]]).shape[1:]))
+            print(name, m.train_on_batch({{"x": x, m.target_names[0]: y.astype(np.float32)}}, 0.1)["loss"])
+    """)
+    losses = []
+    for jobs in ("2", "1"):
+        env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / jobs / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / jobs / "nb"),
+                   DLC_COMPILE_JOBS=jobs)
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        losses.append(out.stdout.split())
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
 def test_compile_jobs_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DLC_COMPILE_JOBS", "3")
     assert compiled.compile_jobs() == 3
