@@ -472,7 +472,12 @@ def _compile_to_folder(args, model, path, sets) -> int:
                              for k, p in c.gen.persist.items() if p.value is not None]
     t_warm = None
     if not args.no_warm:
+        from runtime.compiled import compile_jobs
         from runtime.interpreter import RunError
+        try:
+            compile_jobs()
+        except RunError as e:  # the environment's mistake, not the model's: no advice about --no-warm
+            return _fail(str(e))
         t1 = time.perf_counter()
         try:
             _warm(c, model)

@@ -247,6 +247,13 @@ def test_flag_errors(dlc, tmp_path):
     assert rc == 0 and "--no-warm" in out and "--emit" in out and "manifest.json" in out
 
 
+def test_bad_compile_jobs(dlc, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "0")
+    rc, out, err = dlc("compile", "xor", "-o", tmp_path / "x")
+    assert rc == 1 and not (tmp_path / "x").exists()
+    assert err == "error: DLC_COMPILE_JOBS should be a whole number of processes, 1 or more, not `0`\n"
+
+
 # ---- the one test that compiles with Numba
 
 
