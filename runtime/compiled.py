@@ -202,6 +202,7 @@ class Compiled:
                 prog.prof = np.zeros(max(len(prog.rows), 1))
         self.arenas: dict = {}
         self._by_shapes: dict = {}
+        self._called: set = set()  # functions called at least once: the parallel compile is behind them
 
     def sync(self, values: dict):
         """Make the persistent storage hold values (name -> array), then let values hold its views, so
@@ -238,8 +239,10 @@ class Compiled:
         prog = self.programs[name]
         args, (O, A), specs = self._arguments(prog, feeds, seed, step)
         fn = getattr(self.module, name)
-        if not getattr(fn, "signatures", True):  # its first call in this process (a plain function: no JIT)
-            compile_parallel(self.module, [(prog, args)])
+        if name not in self._called:  # not on every step: a dispatcher's signatures are built per access
+            self._called.add(name)
+            if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
+                compile_parallel(self.module, [(prog, args)])
         try:
             ok = fn(*args)
         except IndexError as e:
@@ -361,8 +364,9 @@ def compile_parallel(module, steps: list) -> None:
     # hand-written kernels (convolutions, pools) take a second or two each, then generated kernels by the
     # length of their text (0.05-0.5 s).
     def cost(unit):
-        fn = getattr(module, unit[0])
-        return (not unit[0].startswith("k_"), len(inspect.getsource(fn.py_func)) if unit[0].startswith("k_") else 0)
+        py = getattr(module, unit[0]).py_func
+        generated = py.__module__ == module.__name__
+        return (not generated, len(inspect.getsource(py)) if generated else 0)
     callees = sorted((u for u in units.items() if u[1]), key=cost, reverse=True)
     own = [(prog.name, [tuple(typeof(a) for a in args)]) for prog, args in steps] if len(steps) > 1 else []
     if len(callees) + len(own) < 2:
