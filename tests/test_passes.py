@@ -150,6 +150,15 @@ def test_backpropagation_through_time_runs_the_forward_scan_once():
     _same_lstm_step(g, step, o)
 
 
+def test_a_pass_with_nothing_to_change_returns_the_graph_itself():
+    """Rebuilding a graph costs 10-50 ms on a large model, at every start: a pass that would change
+    nothing hands back its input (the rewriting ones above show they still rewrite, in scan bodies too)."""
+    from compiler.passes import push_slices, share_saved_scans
+    g = check("n.dln", text="model m(x: f32[B, 4]) {\n    return relu(dense(x, 3))\n}\n").graph
+    for p in (fold_constants, simplify, cse, push_slices, join_pads, share_saved_scans, dce, optimize):
+        assert p(g) is g, p.__name__
+
+
 def test_join_pads_turns_the_gradient_of_a_split_into_a_concatenation():
     """An LSTM's gates are one split; the gradient of each slice is a zero pad, and their sum is the
     concatenation of the four gate gradients (inside the backward scan's body)."""
