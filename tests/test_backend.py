@@ -307,6 +307,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
         print(m.predict(np.array([[0, 1]], np.float32)).ravel()[0])
         f = m.compiled().module.predict
         print("hits", sum(f.stats.cache_hits.values()), "misses", sum(f.stats.cache_misses.values()))
+        print("lowering", "numba.np.arraymath" in sys.modules)  # imported to compile, not to load
         deferred = "numpy.f2py.crackfortran" not in sys.modules  # runtime/compiled.py kept it from loading
         import numpy.f2py
         print("f2py", deferred, numpy.f2py.get_include().endswith("src"))  # and it still works when used
@@ -315,6 +316,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     assert "misses 1" in first.stdout
     second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert "hits 1" in second.stdout and "misses 0" in second.stdout
+    assert "lowering True" in first.stdout and "lowering False" in second.stdout
     assert "f2py True True" in first.stdout and "f2py True True" in second.stdout
     assert first.stdout.split()[0] == second.stdout.split()[0]
     # a corrupted entry (the module file and numba's index) is rebuilt, with the same result
