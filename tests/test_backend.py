@@ -369,6 +369,41 @@ def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
     assert lines[-1] == "functions eval_step predict train_step here", out.stdout
 
 
+def test_a_step_function_links_its_callees_as_they_were_optimized(tmp_path):
+    """numba optimizes a function's final module, callees linked in, once more; a step function skips
+    that (its callees were optimized in their own modules), only while dlc compiles it: a user's function
+    of the same name compiled afterwards is optimized as numba does."""
+    env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               DLC_COMPILE_JOBS="1")
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path.insert(0, {str(ROOT)!r})
+        from numba import njit
+        from numba.core.codegen import CPUCodeLibrary
+        from runtime.model import Model
+        optimized = []
+        numbas = CPUCodeLibrary._optimize_final_module
+        def spy(self):
+            optimized.append(self.name)
+            numbas(self)
+        CPUCodeLibrary._optimize_final_module = spy
+        m = Model("xor", target="cpu")
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+        print("loss", m.train_on_batch({{"x": x, "t": np.array([[0], [1], [1], [0]], np.float32)}}, 0.1)["loss"])
+        print("step", "train_step" in optimized, "kernels", sum(n.startswith("k_") for n in optimized))
+        @njit
+        def train_step(a):
+            return a + 1
+        train_step(1)
+        print("user", "train_step" in optimized)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith("step False kernels ") and int(lines[1].split()[-1]) > 2, out.stdout
+    assert lines[2] == "user True", out.stdout
+
+
 def test_a_compile_process_that_fails_only_costs_time(tmp_path):
     """A compile process that dies at once (/bin/false) or cannot start leaves its share to this one:
     the same losses as compiling in one process."""
