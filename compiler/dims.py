@@ -86,6 +86,13 @@ class Dim:
             self._hash = hash(frozenset(self.terms.items()))
         return self._hash
 
+    def __reduce__(self):
+        # Pickled (the generated-code cache) without the cached hash, which differs between processes
+        # (strings hash by a per-process seed), and with the definitions of the atoms it names, which the
+        # unpickling process may not have made yet.
+        atoms = {a: _ATOMS[a] for m in self.terms for a in m if a in _ATOMS}
+        return _unpickle, (self.terms, atoms)
+
     # ---- arithmetic
     def __add__(self, o):
         o = Dim.of(o)
@@ -213,6 +220,12 @@ class Dim:
         if den != 1:
             s = f"({s})/{den}" if len(parts) > 1 or parts[0][0] == "-" else f"{s}/{den}"
         return s
+
+
+def _unpickle(terms: dict, atoms: dict) -> Dim:
+    for text, definition in atoms.items():
+        _ATOMS.setdefault(text, definition)
+    return Dim(terms)
 
 
 def _apply(op, x: Dim, y: Dim) -> Dim:

@@ -32,3 +32,24 @@ def test_solve_linear():
 def test_symbols():
     assert ((H + W) / 2).symbols() == {"H", "W"}
     assert Dim.sym("T").bare_symbol() == "T" and (2 * H).bare_symbol() is None
+
+
+def test_a_pickled_dim_works_in_another_process():
+    """The generated-code cache pickles Dims: one unpickled in a new process (other string hashes, no atoms
+    made yet) must hash like its equal made there and evaluate its atoms (min, floor, division)."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+    from compiler.dims import dmin
+    dims = [dmin(B, 36), (H - 5) // 2 + 1, H / W + 1, H * W]
+    script = (f"import pickle, sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+              "from compiler.dims import Dim, dmin\n"
+              "a, b, c, d = pickle.loads(sys.stdin.buffer.read())\n"
+              "B, H, W = Dim.sym('B'), Dim.sym('H'), Dim.sym('W')\n"
+              "print(a.subs({'B': 64}), a.subs({'B': 8}), b.subs({'H': 11}), c.subs({'H': 12, 'W': 4}),\n"
+              "      len({d, H * W}), hash(a) == hash(dmin(B, 36)))")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(dims), capture_output=True,
+                             env={"PYTHONHASHSEED": seed}, check=True)
+        assert out.stdout.decode().split() == ["36", "8", "4", "4", "1", "True"]
