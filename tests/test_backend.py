@@ -303,8 +303,13 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
         import sys, numpy as np
         sys.path.insert(0, {str(ROOT)!r})
         from runtime.model import Model
+        import runtime.compiled as rc
+        made = []
+        generate = rc.generate
+        rc.generate = lambda *a: made.append(1) or generate(*a)
         m = Model("xor", target="cpu")
         print(m.predict(np.array([[0, 1]], np.float32)).ravel()[0])
+        print("generated", len(made))  # the passes, the scheduler and codegen, or their output from the cache
         f = m.compiled().module.predict
         print("hits", sum(f.stats.cache_hits.values()), "misses", sum(f.stats.cache_misses.values()))
         print("lowering", "numba.np.arraymath" in sys.modules)  # imported to compile, not to load
@@ -316,6 +321,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     assert "misses 1" in first.stdout
     second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert "hits 1" in second.stdout and "misses 0" in second.stdout
+    assert "generated 1" in first.stdout and "generated 0" in second.stdout
     assert "lowering True" in first.stdout and "lowering False" in second.stdout
     assert "f2py True True" in first.stdout and "f2py True True" in second.stdout
     assert first.stdout.split()[0] == second.stdout.split()[0]
@@ -324,9 +330,37 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
         f.write_text("garbage(")
     for f in (tmp_path / "numba").rglob("*.nbi"):
         f.write_bytes(b"\x80garbage")
+    pickles = list((tmp_path / "dlc").rglob("g_*.pickle"))
+    assert len(pickles) == 1
+    data = bytearray(pickles[0].read_bytes())
+    data[len(data) // 2] ^= 1  # one bit: it might still unpickle, to something else
+    pickles[0].write_bytes(bytes(data))
     third = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     assert third.stdout.split()[0] == first.stdout.split()[0]
+    assert "generated 1" in third.stdout
+    fourth = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert "generated 0" in fourth.stdout and "misses 0" in fourth.stdout
+    assert fourth.stdout.split()[0] == first.stdout.split()[0]
+
+
+def test_generated_code_is_kept_by_its_entries(tmp_path, monkeypatch):
+    """generate_cached keys its file by the entries pickled whole: other sizes make another file, the same
+    entries find the first one's output (the same source and functions)."""
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    made = []
+    generate = compiled.generate
+    monkeypatch.setattr(compiled, "generate", lambda *a: made.append(1) or generate(*a))
+    from runtime.model import Model
+    small, wide = Model("mlp", target="cpu"), Model("mlp", target="cpu", sets={"h1": 48})
+    gen, source = compiled.generate_cached("mlp", small.entries())
+    assert made == [1] and len(list(tmp_path.rglob("g_*.pickle"))) == 1
+    again, same = compiled.generate_cached("mlp", Model("mlp", target="cpu").entries())
+    assert made == [1] and same == source and list(again.programs) == list(gen.programs)
+    compiled.generate_cached("mlp", wide.entries())
+    assert made == [1, 1] and len(list(tmp_path.rglob("g_*.pickle"))) == 2
+    compiled.generate_cached("mlp", small.entries(), "f64")
+    assert made == [1, 1, 1] and len(list(tmp_path.rglob("g_*.pickle"))) == 3
 
 
 def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
