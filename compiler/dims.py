@@ -90,8 +90,11 @@ class Dim:
         # Pickled (the generated-code cache) without the cached hash, which differs between processes
         # (strings hash by a per-process seed), and with the definitions of the atoms it names, which the
         # unpickling process may not have made yet.
-        atoms = {a: _ATOMS[a] for m in self.terms for a in m if a in _ATOMS}
-        return _unpickle, (self.terms, atoms)
+        return _unpickle, (self.terms, self.atoms())
+
+    def atoms(self) -> dict:
+        """The atoms this names (min, floor, division, ...): text -> (op, Dim, Dim)."""
+        return {a: _ATOMS[a] for m in self.terms for a in m if a in _ATOMS}
 
     # ---- arithmetic
     def __add__(self, o):

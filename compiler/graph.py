@@ -5,9 +5,13 @@ ordered inputs, type (shape and dtype; a list of types for multi-output ops such
 and a scoped name like `block1/conv2/W`. Edges are keyed by operand position, so `x * x` keeps both."""
 from __future__ import annotations
 
+import io
+import pickle
 from dataclasses import dataclass, field
 
 import networkx as nx
+
+from dsl.diagnostics import Span
 
 from .dims import Dim, shape_str
 
@@ -121,3 +125,59 @@ def _attr_text(v):
     if isinstance(v, float):
         return repr(v)
     return str(v)
+
+
+def canonical_bytes(obj) -> bytes:
+    """obj (graphs and the values in and around them) as bytes that depend only on its content, as a cache
+    key: equal content gives equal bytes in any process. A plain pickle does not: it writes a value seen
+    before as a reference to it, so equal strings that are one object in one process (parsed afresh) and
+    two in another (unpickled from the parse cache) pickle differently. A set would pickle in hash order,
+    which differs between processes: the graphs hold none (a test keys models under two hash seeds).
+    Raises on what pickle cannot take."""
+    f = io.BytesIO()
+    p = _Canonical(f, protocol=pickle.HIGHEST_PROTOCOL)
+    p.fast = True  # no memo: every value written out in full
+    p.dump(obj)
+    return f.getvalue()
+
+
+class _Canonical(pickle.Pickler):
+    def reducer_override(self, obj):
+        # Every value that is not a plain one comes here: the common ones get a short form (which also
+        # spares pickle's own, slower reduction of dataclasses and fractions in Python).
+        t = type(obj)
+        if t is _FUNCTION:  # the short forms' own names, most of the calls
+            return NotImplemented
+        if t is Dim:
+            return _dim, (tuple((m, c.numerator, c.denominator) for m, c in obj.terms.items()), obj.atoms())
+        if t is TType:
+            return _ttype, (obj.shape, obj.dtype)
+        if t is Span:
+            return _span, (obj.source, obj.start, obj.end, obj.line, obj.col)
+        if isinstance(obj, Graph):
+            # its fields and nodes: not the networkx object, the parent graph (a scan body's) or the layer
+            # tree, which code generation does not read and which would lead back to the graph
+            nodes = [obj.nx.nodes[n] for n in obj.nodes()]
+            return _graph, (obj.name, obj.inputs, obj.optional_inputs, obj.outputs, obj.params, obj.dims,
+                            obj.train, obj.state_updates, obj.n_forward, obj.consts, nodes)
+        return NotImplemented
+
+
+# What canonical_bytes writes a Dim, TType, Span and Graph as: names only, never called.
+def _dim(*content):
+    raise NotImplementedError
+
+
+_FUNCTION = type(_dim)
+
+
+def _ttype(*content):
+    raise NotImplementedError
+
+
+def _span(*content):
+    raise NotImplementedError
+
+
+def _graph(*content):
+    raise NotImplementedError

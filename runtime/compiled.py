@@ -27,7 +27,7 @@ import numpy as np
 from compiler import __version__
 from compiler.codegen import STORE, ModuleGen, Program
 from compiler.dims import Dim
-from compiler.graph import Graph
+from compiler.graph import Graph, canonical_bytes
 from compiler.passes import optimize
 from compiler.schedule import plan_memory, schedule
 from dsl.loader import cache_dir, write_atomic
@@ -540,15 +540,14 @@ def _code_stamp() -> bytes:
 def generate_cached(title: str, entries: list, float_dtype: str = "f32", profile: bool = False):
     """generate() and its source, kept under the cache folder so that a new process skips the passes, the
     scheduler and code generation (the encoder of the benchmark 0.15 s, ResNet-50 0.76 s, against 0.03 and
-    0.33 s to pickle the entries and unpickle the result). The key is the entries themselves, pickled
-    whole: every graph with its attributes, shapes, constants and spans, so that equal keys are equal
-    inputs; with the title, the options and dlc's code. The file starts with the sha256 of the rest: a
+    0.33 s to key the entries and unpickle the result). The key is the entries themselves, written out
+    whole (canonical_bytes): every graph with its attributes, shapes, constants and spans, so that equal
+    keys are equal inputs; with the title, the options and dlc's code. The file starts with the sha256 of the rest: a
     damaged one is generated and written again. Entries that cannot be pickled are generated every time."""
     import pickle
     try:
-        stamp = pickle.dumps([(e.name, e.graph, e.outputs, e.updates, e.loss) for e in entries],
-                             protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        stamp = canonical_bytes([(e.name, e.graph, e.outputs, e.updates, e.loss) for e in entries])
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
         gen = generate(title, entries, float_dtype, profile)
         return gen, gen.source()
     h = hashlib.sha256()

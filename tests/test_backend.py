@@ -363,6 +363,31 @@ def test_generated_code_is_kept_by_its_entries(tmp_path, monkeypatch):
     assert made == [1, 1, 1] and len(list(tmp_path.rglob("g_*.pickle"))) == 3
 
 
+def test_generated_code_keys_are_the_same_in_every_process(tmp_path):
+    """The key of generate_cached's file depends only on the entries' content: the same in a process that
+    parsed the files and in one that read them from the parse cache, under other string hashes (recurrent,
+    attention, phased, sampling and convolutional models); other sizes give another key."""
+    script = textwrap.dedent(f"""
+        import hashlib, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from compiler.graph import canonical_bytes
+        from runtime.model import Model
+        for name, sets in (("char_lstm", {{}}), ("bert", {{}}), ("gan", {{}}), ("vae", {{}}), ("lenet5", {{}}),
+                           ("seq2seq_attention", {{}}), ("lenet5", {{"classes": 7}})):
+            entries = Model(name, target="cpu", sets=sets).entries()
+            key = canonical_bytes([(e.name, e.graph, e.outputs, e.updates, e.loss) for e in entries])
+            print(name, hashlib.sha256(key).hexdigest())
+    """)
+    outs = []
+    for seed in ("1", "2", "3"):  # the first parses every file, the others read the parse cache
+        env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path), PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        outs.append(out.stdout.split())
+    assert outs[0] == outs[1] == outs[2] and len(outs[0]) == 14
+    assert outs[0][-1] != outs[0][-3]  # lenet5 with 7 classes
+
+
 def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
     """compile_parallel works out each callee's signature from the generated calls: a compile process that
     claims all of them (this one claims none) leaves the step function nothing to compile but itself and
