@@ -434,7 +434,12 @@ def _(e, n, g):
     ga = e("matmul", g2, e("transpose", b2))
     ga = unbroadcast(e, ga, e.type(a2).shape)
     sa = e.type(a2).shape
-    if e.type(b2).rank == 2 and len(sa) > 2:
+    da = e.g.node(a)
+    if da["op"] == "one_hot" and tb.rank == 2 and ta.rank >= 2:
+        # one_hot(i) @ W reads W's rows at i (passes.gather_one_hots): its cotangent adds g's rows there,
+        # not a product with K times the work
+        gb = e("scatter_add", e.zeros(tb), da["inputs"][0], g, axis=0, outside="zero")
+    elif e.type(b2).rank == 2 and len(sa) > 2:
         # x [..., K] @ W [K, N]: W's cotangent is one product over all leading axes, not a batched
         # product summed afterwards
         rows = product(sa[:-1])
@@ -627,12 +632,15 @@ def _(e, n, g):
 @vjp("gather")
 def _(e, n, g):
     table, idx = _ins(e, n)
-    return [e("scatter_add", e.zeros(e.type(table)), idx, g, axis=_attrs(e, n)["axis"]), None]
+    a = _attrs(e, n)
+    return [e("scatter_add", e.zeros(e.type(table)), idx, g, axis=a["axis"], outside=a.get("outside", "error")),
+            None]
 
 
 @vjp("scatter_add")
 def _(e, n, g):
     base, idx, upd = _ins(e, n)
-    return [g, None, e("gather", g, idx, axis=_attrs(e, n)["axis"])]
+    a = _attrs(e, n)
+    return [g, None, e("gather", g, idx, axis=a["axis"], outside=a.get("outside", "error"))]
 
 

@@ -504,8 +504,9 @@ class _Function:
         jj = horner([(f"i{q}", usz[q]) for q in range(ax, ax + ri)])
         oi = horner([(f"i{q}", osz[q]) for q in range(ax)] + [("np.uint64(j)", osz[ax])]
                     + [(f"i{q}", osz[q - ri + 1]) for q in range(ax + ri, ru)])
-        lines += [ind2 + f"j = {ix}[{ix}o + {jj}]", ind2 + f"if j < 0 or j >= {osz[ax]}:",
-                  ind2 + "    raise IndexError('scatter_add index out of range')",
+        outside = ("    continue  # adds nothing" if g.node(n)["attrs"].get("outside", "error") == "zero"
+                   else "    raise IndexError('scatter_add index out of range')")
+        lines += [ind2 + f"j = {ix}[{ix}o + {jj}]", ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + outside,
                   ind2 + f"{o}[{o}o + {oi}] += {u}[{u}o + {horner([(f'i{q}', usz[q]) for q in range(ru)])}]"]
         self.kernel_call(ind, lines, k, note)
 
@@ -857,6 +858,10 @@ class _Fused:
             sh = g.type(ins[0]).shape
             pairs = [(self.iv[q], self.n[q]) for q in range(ax) if not _unit(sh[q])] + [(f"np.uint64({j})", rows)]
             pairs += [(self.iv[q + ri - 1], self.n[q + ri - 1]) for q in range(ax + 1, len(sh)) if not _unit(sh[q])]
+            if a.get("outside", "error") == "zero":  # a row of zeros: one_hot(i) @ table
+                zero = literal(0, f.mod.store(d["type"].dtype))
+                return [f"{j} = {ix}[{ix}o + {mid}]",
+                        f"{t} = {src}[{src}o + {horner(pairs)}] if {j} >= 0 and {j} < {rows} else {zero}"]
             return [f"{j} = {ix}[{ix}o + {mid}]",
                     f"if {j} < 0 or {j} >= {rows}:",
                     "    raise IndexError('gather index out of range')",

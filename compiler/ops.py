@@ -453,24 +453,34 @@ def _pad(ins, attrs):
     return TType(tuple(shape), x.dtype)
 
 
-@op("gather", "movement", 2, attrs={"axis": ("int", 0)}, tensor_args=("table", "indices"), flops=_zero_flops,
-    doc="take entries of table along an axis at integer indices (embedding lookup)")
+def _check_outside(attrs):
+    if attrs.get("outside", "error") not in ("error", "zero"):
+        raise ShapeError("E0108", f"outside must be \"error\" or \"zero\", not {attrs['outside']!r}")
+
+
+@op("gather", "movement", 2, attrs={"axis": ("int", 0), "outside": ("str", "error")}, tensor_args=("table", "indices"),
+    flops=_zero_flops,
+    doc="take entries of table along an axis at integer indices (embedding lookup); an index outside the "
+        "axis is an error, or with outside=\"zero\" a row of zeros (what one_hot(i) @ table gives)")
 def _gather(ins, attrs):
     t, idx = ins
     if idx.dtype not in INTS:
         raise ShapeError("E0203", f"gather indices must be integers, got {idx}", operand=1)
+    _check_outside(attrs)
     ax = norm_axis(attrs["axis"], t.rank)
     attrs["axis"] = ax
     return TType(t.shape[:ax] + idx.shape + t.shape[ax + 1:], t.dtype)
 
 
-@op("scatter_add", "movement", 3, attrs={"axis": ("int", 0)}, tensor_args=("base", "indices", "updates"),
-    flops=lambda ins, out, attrs: numel(ins[2]),
-    doc="base with updates added at integer indices along an axis: the adjoint of gather (duplicates add)")
+@op("scatter_add", "movement", 3, attrs={"axis": ("int", 0), "outside": ("str", "error")},
+    tensor_args=("base", "indices", "updates"), flops=lambda ins, out, attrs: numel(ins[2]),
+    doc="base with updates added at integer indices along an axis: the adjoint of gather (duplicates add); "
+        "an index outside the axis is an error, or with outside=\"zero\" adds nothing")
 def _scatter_add(ins, attrs):
     base, idx, upd = ins
     if idx.dtype not in INTS:
         raise ShapeError("E0203", f"scatter_add indices must be integers, got {idx}", operand=1)
+    _check_outside(attrs)
     ax = norm_axis(attrs["axis"], base.rank)
     attrs["axis"] = ax
     want = base.shape[:ax] + idx.shape + base.shape[ax + 1:]
@@ -786,10 +796,16 @@ def _pad_impl(ins, attrs, ctx):
 @implements("gather")
 def _gather_impl(ins, attrs, ctx):
     table, idx = ins
-    n = table.shape[attrs["axis"]]
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
+    ax = attrs["axis"]
+    n = table.shape[ax]
+    inside = (idx >= 0) & (idx < n)
+    if attrs.get("outside", "error") == "zero":
+        out = _np.take(table, _np.where(inside, idx, 0), axis=ax)
+        keep = inside.reshape((1,) * ax + idx.shape + (1,) * (table.ndim - ax - 1))
+        return _np.where(keep, out, _np.zeros((), table.dtype)) if n else _np.zeros(out.shape, table.dtype)
+    if not inside.all():
         raise IndexError(f"gather index out of range [0, {n}): min {idx.min()}, max {idx.max()}")
-    return _np.take(table, idx, axis=attrs["axis"])
+    return _np.take(table, idx, axis=ax)
 
 
 @implements("one_hot")
@@ -856,6 +872,12 @@ def _scatter_add_impl(ins, attrs, ctx):
     flat_idx = idx.reshape(-1)
     moved = _np.moveaxis(upd.reshape(upd.shape[:ax] + (-1,) + upd.shape[ax + idx.ndim:]), ax, 0)
     target = _np.moveaxis(out, ax, 0)
+    inside = (flat_idx >= 0) & (flat_idx < base.shape[ax])
+    if not inside.all():
+        if attrs.get("outside", "error") != "zero":
+            raise IndexError(f"scatter_add index out of range [0, {base.shape[ax]}): min {flat_idx.min()}, "
+                             f"max {flat_idx.max()}")
+        flat_idx, moved = flat_idx[inside], moved[inside]
     _np.add.at(target, flat_idx, moved)
     return out
 

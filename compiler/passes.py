@@ -216,6 +216,28 @@ def push_slices(g: Graph) -> Graph:
     return _rebuild(g, list(g.nodes()), {}, body_pass=push_slices, rewrite=rewrite)
 
 
+def gather_one_hots(g: Graph) -> Graph:
+    """A product of a one-hot encoding and a matrix picks the matrix's rows: one_hot(i) @ W is gather(W, i),
+    with a row of zeros where i is outside, as one_hot gives. A character model's input projection is a
+    copy of rows instead of a product with vocabulary-size times the work (the char LSTM's: 0.65 ->
+    0.1 ms); autodiff gives its weight's gradient as the matching scatter_add."""
+    def rewrite(out: Graph, d: dict, ins: list):
+        if d["op"] != "matmul" or out.node(ins[0])["op"] != "one_hot" or out.type(ins[1]).rank != 2:
+            return None
+        (idx,) = out.node(ins[0])["inputs"]
+        w = out.type(ins[1])
+        if out.type(ins[0]).rank < 2 or out.type(idx).shape + w.shape[1:] != d["type"].shape:
+            return None
+        return out.add("gather", [ins[1], idx], {"axis": 0, "outside": "zero"}, d["type"], d["span"], d["name"])
+
+    def candidate(g, n):
+        d = g.node(n)
+        return d["op"] == "matmul" and g.node(d["inputs"][0])["op"] == "one_hot"
+    if not _anywhere(g, candidate):
+        return g
+    return _rebuild(g, list(g.nodes()), {}, body_pass=gather_one_hots, rewrite=rewrite)
+
+
 def share_saved_scans(g: Graph) -> Graph:
     """Backpropagation through time reruns each scan to save the carry every step starts from (autodiff's
     `.saved` scan, which yields the forward's outputs first). The forward scan is then redundant: its
@@ -284,4 +306,4 @@ def fold_constants(g: Graph, float_dtype=None) -> Graph:
 
 
 def optimize(g: Graph, float_dtype=None) -> Graph:
-    return dce(share_saved_scans(join_pads(push_slices(cse(simplify(fold_constants(g, float_dtype)))))))
+    return dce(share_saved_scans(join_pads(push_slices(cse(gather_one_hots(simplify(fold_constants(g, float_dtype))))))))

@@ -98,6 +98,11 @@ def _primitive_graph():
     outs["rand_normal"] = e("rand_normal", shape=(B, Dim.const(3), Dim.const(2)), mean=1.0, std=0.5)
     outs["scatter_add"] = e("scatter_add", e("fill", shape=(Dim.const(6), Dim.const(2)), value=0.0), idx,
                             e("fill", shape=(B, Dim.const(3), Dim.const(2)), value=1.0))
+    # indices from -3 to 7 into an axis of 5 (gather) or 6 (scatter_add): outside ones are rows of zeros
+    far = e("sub", e("mul", idx, e.const(2, "i64")), e.const(3, "i64"))
+    outs["gather_outside"] = e("gather", e("sum", seq, axis=[0]), far, outside="zero")
+    outs["scatter_add_outside"] = e("scatter_add", e.const(np.ones((6, 2), np.float32), "f32"), far,
+                                    e("reshape", x, shape=(B, Dim.const(3), Dim.const(2))), outside="zero")
     g.outputs = list(outs.items())
     return g, [x, y, img, seq]
 

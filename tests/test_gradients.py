@@ -111,6 +111,17 @@ def test_matmul_batched_and_vectors():
 def test_gather_embedding():
     table, ids = rng.normal(size=(6, 3)), np.array([[1, 5, 1], [0, 2, 2]])
     gradient_check(model("t: f64[6, 3], i: i64[2, 3]", "gather(t, i) * 2.0"), {"t": table, "i": ids})
+    outside = np.array([[1, 6, 1], [-1, 2, 2]])
+    gradient_check(model("t: f64[6, 3], i: i64[2, 3]", 'gather(t, i, outside="zero") * 2.0'),
+                   {"t": table, "i": outside})
+
+
+def test_one_hot_product():
+    """one_hot(i) @ W: W's gradient is a scatter_add of the output's (autodiff's rule for this product,
+    which the CPU target runs as a gather), indices outside the depth included."""
+    w, ids = rng.normal(size=(6, 4)), np.array([[1, 5, 1], [0, 7, -2]])
+    gradient_check(model("w: f64[6, 4], i: i64[2, 3]", "one_hot(i, depth=6, dtype=f64) @ w"), {"w": w, "i": ids})
+    gradient_check(model("w: f64[6, 4], i: i64[3]", "one_hot(i, depth=6, dtype=f64) @ w"), {"w": w, "i": ids[1]})
 
 
 @pytest.mark.parametrize("attrs", ["", "stride=2, pad=1, round=\"floor\"", "pad=2, dilation=2", "groups=2, pad=1"])
@@ -287,6 +298,8 @@ def test_scatter_add_gradients():
     base, ids, upd = rng.normal(size=(5, 3)), np.array([[0, 4], [4, 1]]), rng.normal(size=(2, 2, 3))
     gradient_check(model("b: f64[5, 3], i: i64[2, 2], u: f64[2, 2, 3]", "scatter_add(b, i, u) * 2.0"),
                    {"b": base, "i": ids, "u": upd})
+    gradient_check(model("b: f64[5, 3], i: i64[2, 2], u: f64[2, 2, 3]", 'scatter_add(b, i, u, outside="zero") * 2.0'),
+                   {"b": base, "i": np.array([[0, 5], [4, -1]]), "u": upd})
 
 
 def test_every_differentiable_primitive_is_checked():

@@ -120,6 +120,25 @@ def test_gather_one_hot_iota(write):
         run1(write, "t: f64[10, 3], i: i64[2, 2]", "gather(t, i)", {"t": table, "i": ids + 5})
 
 
+def test_indices_outside_read_and_add_zeros(write):
+    """outside="zero": an index outside the axis is a row of zeros, as one_hot(i) @ table gives (the CPU
+    target's rewrite of that product); scatter_add then adds nothing there. By default both refuse."""
+    table = rng.normal(size=(10, 3))
+    ids = np.array([[1, 10], [-1, 9]])
+    hot = (ids[..., None] == np.arange(10)).astype(float)
+    got = run1(write, "t: f64[10, 3], i: i64[2, 2]", 'gather(t, i, outside="zero")', {"t": table, "i": ids})
+    np.testing.assert_array_equal(got, hot @ table)
+    got = run1(write, "t: f64[3, 10], i: i64[2, 2]", 'gather(t, i, axis=1, outside="zero")', {"t": table.T, "i": ids})
+    np.testing.assert_array_equal(got, np.moveaxis(hot @ table, 2, 0))
+    base, upd = rng.normal(size=(10, 3)), rng.normal(size=(2, 2, 3))
+    got = run1(write, "b: f64[10, 3], i: i64[2, 2], u: f64[2, 2, 3]", 'scatter_add(b, i, u, outside="zero")',
+               {"b": base, "i": ids, "u": upd})
+    np.testing.assert_allclose(got, base + hot.reshape(4, 10).T @ upd.reshape(4, 3), rtol=1e-12)
+    with pytest.raises(RunError, match="out of range"):  # negative indices too: not Python's from-the-end
+        run1(write, "b: f64[10, 3], i: i64[2, 2], u: f64[2, 2, 3]", "scatter_add(b, i, u)",
+             {"b": base, "i": np.array([[1, 2], [-1, 3]]), "u": upd})
+
+
 def test_sizes_come_from_inputs(write):
     got = run1(write, "x: f64[B, N]", "sum(x) / B", {"x": np.ones((4, 3))})
     assert got == 3.0

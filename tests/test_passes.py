@@ -153,9 +153,9 @@ def test_backpropagation_through_time_runs_the_forward_scan_once():
 def test_a_pass_with_nothing_to_change_returns_the_graph_itself():
     """Rebuilding a graph costs 10-50 ms on a large model, at every start: a pass that would change
     nothing hands back its input (the rewriting ones above show they still rewrite, in scan bodies too)."""
-    from compiler.passes import push_slices, share_saved_scans
+    from compiler.passes import gather_one_hots, push_slices, share_saved_scans
     g = check("n.dln", text="model m(x: f32[B, 4]) {\n    return relu(dense(x, 3))\n}\n").graph
-    for p in (fold_constants, simplify, cse, push_slices, join_pads, share_saved_scans, dce, optimize):
+    for p in (fold_constants, simplify, gather_one_hots, cse, push_slices, join_pads, share_saved_scans, dce, optimize):
         assert p(g) is g, p.__name__
 
 
@@ -171,6 +171,31 @@ def test_join_pads_turns_the_gradient_of_a_split_into_a_concatenation():
         return [body.node(n)["op"] for n in body.ancestors([x for _, x in body.outputs])]
     assert body_ops(step.graph).count("pad") == 4 and "concat" not in body_ops(step.graph)
     assert "pad" not in body_ops(o) and body_ops(o).count("concat") == 1
+    _same_lstm_step(g, step, o)
+
+
+def test_a_one_hot_product_becomes_a_gather():
+    """one_hot(chars) @ Wx in a char LSTM's step reads Wx's rows, with chars outside the vocabulary as
+    rows of zeros (as the product gives), and autodiff's gradient of Wx is a scatter_add, not a product."""
+    from compiler.passes import gather_one_hots
+    g, step = _small_lstm_step()
+    o = gather_one_hots(step.graph)
+
+    def one_hot_products(graph):
+        return [n for n in graph.nodes() if graph.node(n)["op"] == "matmul"
+                and graph.node(graph.node(n)["inputs"][0])["op"] == "one_hot"]
+    assert len(one_hot_products(step.graph)) == 1 and not one_hot_products(o)
+    assert [o.node(n)["attrs"] for n in o.nodes() if o.node(n)["op"] == "gather"] == [{"axis": 0, "outside": "zero"}]
+    assert [step.graph.node(n)["name"] for n in step.graph.nodes()
+            if step.graph.node(n)["op"] == "scatter_add"] == ["grad/rnn/matmul/scatter_add"]
+    values = dict(init_params(g, seed=0))
+    values.update({k: np.full(tuple(int(d.value) for d in g.type(n).shape), 0.1, np.float32) for k, n in step.slots.items()})
+    feeds = {"chars": np.array([[0, 6, 7], [-1, 3, 2]]), "next_chars": rng.integers(0, 7, (2, 3)),
+             "lr": np.float32(0.01), "step": np.float32(2)}
+    a = run(step.graph, feeds, values, seed=1, step=2, outputs=step.outputs)
+    b = run(o, feeds, values, seed=1, step=2, outputs=step.outputs)
+    for k in step.outputs:
+        np.testing.assert_array_equal(a[k], b[k])
     _same_lstm_step(g, step, o)
 
 

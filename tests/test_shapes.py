@@ -94,6 +94,8 @@ BAD = [
     ("gather", [T("V,D"), T("B,T")], {"axis": 0}, "E0203"),
     ("one_hot", [T("B")], {"depth": 10, "dtype": "f32"}, "E0203"),
     ("scatter_add", [T("V,D"), T("B", "i64"), T("B,3")], {"axis": 0}, "E0201"),
+    ("gather", [T("V,D"), T("B,T", "i64")], {"axis": 0, "outside": "clip"}, "E0108"),
+    ("scatter_add", [T("V,D"), T("B", "i64"), T("B,D")], {"axis": 0, "outside": "wrap"}, "E0108"),
     ("fill", [], {"shape": (Dim.const(0), Dim.const(4)), "value": 0.0, "dtype": "f32"}, "E0209"),
     ("broadcast_to", [T("2,3")], {"shape": (Dim.const(4), Dim.const(3))}, "E0204"),
 ]
