@@ -306,4 +306,5 @@ def fold_constants(g: Graph, float_dtype=None) -> Graph:
 
 
 def optimize(g: Graph, float_dtype=None) -> Graph:
-    return dce(share_saved_scans(join_pads(push_slices(cse(gather_one_hots(simplify(fold_constants(g, float_dtype))))))))
+    g = gather_one_hots(simplify(fold_constants(g, float_dtype)))
+    return dce(share_saved_scans(join_pads(push_slices(cse(g)))))

@@ -539,11 +539,12 @@ def _code_stamp() -> bytes:
 
 def generate_cached(title: str, entries: list, float_dtype: str = "f32", profile: bool = False):
     """generate() and its source, kept under the cache folder so that a new process skips the passes, the
-    scheduler and code generation (the encoder of the benchmark 0.15 s, ResNet-50 0.76 s, against 0.03 and
-    0.33 s to key the entries and unpickle the result). The key is the entries themselves, written out
-    whole (canonical_bytes): every graph with its attributes, shapes, constants and spans, so that equal
-    keys are equal inputs; with the title, the options and dlc's code. The file starts with the sha256 of the rest: a
-    damaged one is generated and written again. Entries that cannot be pickled are generated every time."""
+    scheduler and code generation (the benchmark's encoder 0.15 s, ResNet-50 0.76 s, against 0.04 and
+    0.38 s to key the entries and load the result). The key is the entries themselves, written out whole
+    (canonical_bytes): every graph with its attributes, shapes, constants and spans, so that equal keys
+    are equal inputs; with the title, the options and dlc's code. The file starts with the sha256 of the
+    rest: a damaged one is generated and written again. Entries that cannot be pickled are generated
+    every time."""
     import pickle
     try:
         stamp = canonical_bytes([(e.name, e.graph, e.outputs, e.updates, e.loss) for e in entries])
