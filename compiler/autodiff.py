@@ -425,6 +425,10 @@ def _(e, n, g):
 def _(e, n, g):
     a, b = _ins(e, n)
     ta, tb = e.type(a), e.type(b)
+    if e.g.node(a)["op"] == "one_hot" and tb.rank == 2 and ta.rank >= 2:
+        # one_hot(i) @ W reads W's rows at i (passes.gather_one_hots): W's cotangent adds g's rows there,
+        # not a product with K times the work; the one-hot, of integers, has none
+        return [None, e("scatter_add", e.zeros(tb), e.g.node(a)["inputs"][0], g, axis=0, outside="zero")]
     # Lift vectors to matrices, as numpy does, and their cotangents back.
     a2 = a if ta.rank > 1 else e("reshape", a, shape=(Dim.const(1),) + ta.shape)
     b2 = b if tb.rank > 1 else e("reshape", b, shape=tb.shape + (Dim.const(1),))
@@ -434,12 +438,7 @@ def _(e, n, g):
     ga = e("matmul", g2, e("transpose", b2))
     ga = unbroadcast(e, ga, e.type(a2).shape)
     sa = e.type(a2).shape
-    da = e.g.node(a)
-    if da["op"] == "one_hot" and tb.rank == 2 and ta.rank >= 2:
-        # one_hot(i) @ W reads W's rows at i (passes.gather_one_hots): its cotangent adds g's rows there,
-        # not a product with K times the work
-        gb = e("scatter_add", e.zeros(tb), da["inputs"][0], g, axis=0, outside="zero")
-    elif e.type(b2).rank == 2 and len(sa) > 2:
+    if e.type(b2).rank == 2 and len(sa) > 2:
         # x [..., K] @ W [K, N]: W's cotangent is one product over all leading axes, not a batched
         # product summed afterwards
         rows = product(sa[:-1])

@@ -504,10 +504,13 @@ class _Function:
         jj = horner([(f"i{q}", usz[q]) for q in range(ax, ax + ri)])
         oi = horner([(f"i{q}", osz[q]) for q in range(ax)] + [("np.uint64(j)", osz[ax])]
                     + [(f"i{q}", osz[q - ri + 1]) for q in range(ax + ri, ru)])
-        outside = ("    continue  # adds nothing" if g.node(n)["attrs"].get("outside", "error") == "zero"
-                   else "    raise IndexError('scatter_add index out of range')")
-        lines += [ind2 + f"j = {ix}[{ix}o + {jj}]", ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + outside,
-                  ind2 + f"{o}[{o}o + {oi}] += {u}[{u}o + {horner([(f'i{q}', usz[q]) for q in range(ru)])}]"]
+        add = f"{o}[{o}o + {oi}] += {u}[{u}o + {horner([(f'i{q}', usz[q]) for q in range(ru)])}]"
+        lines.append(ind2 + f"j = {ix}[{ix}o + {jj}]")
+        if g.node(n)["attrs"].get("outside", "error") == "zero":  # an index outside adds nothing
+            lines += [ind2 + f"if j >= 0 and j < {osz[ax]}:", ind2 + "    " + add]
+        else:
+            lines += [ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + "    raise IndexError('scatter_add index out of range')",
+                      ind2 + add]
         self.kernel_call(ind, lines, k, note)
 
     # ---- scan: a loop in the step function

@@ -128,12 +128,13 @@ def _attr_text(v):
 
 
 def canonical_bytes(obj) -> bytes:
-    """obj (graphs and the values in and around them) as bytes that depend only on its content, as a cache
-    key: equal content gives equal bytes in any process. A plain pickle does not: it writes a value seen
-    before as a reference to it, so equal strings that are one object in one process (parsed afresh) and
-    two in another (unpickled from the parse cache) pickle differently. A set would pickle in hash order,
-    which differs between processes: the graphs hold none (a test keys models under two hash seeds).
-    Raises on what pickle cannot take."""
+    """obj (graphs and the values in and around them) as bytes for a cache key: the same content built the
+    same way gives the same bytes in any process, and different content different bytes. A plain pickle
+    does not: it writes a value seen before as a reference to it, so equal strings that are one object in
+    one process (parsed afresh) and two in another (unpickled from the parse cache) pickle differently.
+    Dicts keep their order (equal dicts built in another order only miss the cache); a set would pickle in
+    hash order, which differs between processes: the graphs hold none (a test keys models under three
+    hash seeds). Raises on what pickle cannot take."""
     f = io.BytesIO()
     p = _Canonical(f, protocol=pickle.HIGHEST_PROTOCOL)
     p.fast = True  # no memo: every value written out in full
@@ -148,8 +149,9 @@ class _Canonical(pickle.Pickler):
         t = type(obj)
         if t is _FUNCTION:  # the short forms' own names, most of the calls
             return NotImplemented
-        if t is Dim:
-            return _dim, (tuple((m, c.numerator, c.denominator) for m, c in obj.terms.items()), obj.atoms())
+        if t is Dim:  # terms sorted: H + W and W + H are one Dim
+            return _dim, (tuple(sorted((m, c.numerator, c.denominator) for m, c in obj.terms.items())),
+                          obj.atoms())
         if t is TType:
             return _ttype, (obj.shape, obj.dtype)
         if t is Span:

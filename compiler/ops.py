@@ -461,7 +461,8 @@ def _check_outside(attrs):
 @op("gather", "movement", 2, attrs={"axis": ("int", 0), "outside": ("str", "error")}, tensor_args=("table", "indices"),
     flops=_zero_flops,
     doc="take entries of table along an axis at integer indices (embedding lookup); an index outside the "
-        "axis is an error, or with outside=\"zero\" a row of zeros (what one_hot(i) @ table gives)")
+        "axis is an error, or with outside=\"zero\" a row of zeros (as one_hot(i) @ table gives, for a "
+        "finite table)")
 def _gather(ins, attrs):
     t, idx = ins
     if idx.dtype not in INTS:
@@ -800,9 +801,11 @@ def _gather_impl(ins, attrs, ctx):
     n = table.shape[ax]
     inside = (idx >= 0) & (idx < n)
     if attrs.get("outside", "error") == "zero":
+        if n == 0:  # every index is outside
+            return _np.zeros(table.shape[:ax] + idx.shape + table.shape[ax + 1:], table.dtype)
         out = _np.take(table, _np.where(inside, idx, 0), axis=ax)
         keep = inside.reshape((1,) * ax + idx.shape + (1,) * (table.ndim - ax - 1))
-        return _np.where(keep, out, _np.zeros((), table.dtype)) if n else _np.zeros(out.shape, table.dtype)
+        return _np.where(keep, out, _np.zeros((), table.dtype))
     if not inside.all():
         raise IndexError(f"gather index out of range [0, {n}): min {idx.min()}, max {idx.max()}")
     return _np.take(table, idx, axis=ax)

@@ -220,7 +220,8 @@ def gather_one_hots(g: Graph) -> Graph:
     """A product of a one-hot encoding and a matrix picks the matrix's rows: one_hot(i) @ W is gather(W, i),
     with a row of zeros where i is outside, as one_hot gives. A character model's input projection is a
     copy of rows instead of a product with vocabulary-size times the work (the char LSTM's: 0.65 ->
-    0.1 ms); autodiff gives its weight's gradient as the matching scatter_add."""
+    0.1 ms); autodiff gives its weight's gradient as the matching scatter_add. Equal for a finite W: the
+    product would also multiply the other rows' inf or nan by zero, making nan everywhere."""
     def rewrite(out: Graph, d: dict, ins: list):
         if d["op"] != "matmul" or out.node(ins[0])["op"] != "one_hot" or out.type(ins[1]).rank != 2:
             return None

@@ -164,8 +164,11 @@ def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = N
                 op, ("persist", d["name"]))
             continue
         if op == "constant":
-            scalar = not d["type"].shape
-            s.storage[n] = ("inline", None) if scalar else ("persist", const_key(d["attrs"]["value"], d["type"].dtype))
+            # a scalar is a literal in the loops that read it, but gather and scatter_add read their index
+            # (and scatter_add its updates) from storage
+            inline = not d["type"].shape and not any(g.node(u)["op"] in ("gather", "scatter_add")
+                                                     for u in g.nx.successors(n))
+            s.storage[n] = ("inline", None) if inline else ("persist", const_key(d["attrs"]["value"], d["type"].dtype))
             continue
         ins = list(d["inputs"])
         if op in VIEWS:

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -455,7 +456,7 @@ def _compile_claimed(module, callees: list, own: list, claims: Path, others_aliv
             (claims / f"{name}.done").touch()
 
 
-_LINKED_AS_OPTIMIZED: set = set()  # names of the step functions being compiled (numba's library names)
+_LINKING = threading.local()  # .names: the step functions this thread is compiling (numba's library names)
 
 
 @contextmanager
@@ -476,16 +477,18 @@ def linked_as_optimized(names: list):
     original = getattr(CPUCodeLibrary, "_optimize_final_module", None)
     if original is not None and not hasattr(original, "dlc_original"):
         def _optimize_final_module(self):
-            if self.name not in _LINKED_AS_OPTIMIZED:
+            # numba compiles in the thread that calls, under its lock: another thread's functions of the
+            # same name are not these
+            if self.name not in getattr(_LINKING, "names", ()):
                 original(self)
         _optimize_final_module.dlc_original = original
         CPUCodeLibrary._optimize_final_module = _optimize_final_module
-    added = set(names) - _LINKED_AS_OPTIMIZED
-    _LINKED_AS_OPTIMIZED.update(added)
+    before = getattr(_LINKING, "names", frozenset())
+    _LINKING.names = before | set(names)
     try:
         yield
     finally:
-        _LINKED_AS_OPTIMIZED.difference_update(added)
+        _LINKING.names = before
 
 
 def _wait_done(claims: Path, names: list, others_alive) -> bool:

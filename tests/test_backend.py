@@ -101,6 +101,12 @@ def _primitive_graph():
     # indices from -3 to 7 into an axis of 5 (gather) or 6 (scatter_add): outside ones are rows of zeros
     far = e("sub", e("mul", idx, e.const(2, "i64")), e.const(3, "i64"))
     outs["gather_outside"] = e("gather", e("sum", seq, axis=[0]), far, outside="zero")
+    outs["gather_outside_axis1"] = e("gather", e("sum", seq, axis=[0]), far, axis=1, outside="zero")
+    # a scalar index inside and one outside: their gradients are scatter_adds of scalars
+    row = e("sum", seq, axis=[0, 1])
+    outs["gather_scalar"] = e("gather", row, e("cast", e("dim_value", dim=B), dtype="i64"), outside="zero")
+    outs["gather_scalar_outside"] = e("gather", row, e("sub", e.const(0, "i64"), e("cast", e("dim_value", dim=B),
+                                                                                      dtype="i64")), outside="zero")
     outs["scatter_add_outside"] = e("scatter_add", e.const(np.ones((6, 2), np.float32), "f32"), far,
                                     e("reshape", x, shape=(B, Dim.const(3), Dim.const(2))), outside="zero")
     g.outputs = list(outs.items())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from compiler.check import check
+from compiler.ops import OPS
 from runtime.initializers import fans, init_params, initial_value
 from runtime.interpreter import RunError, counter_uniform, run
 
@@ -134,6 +135,8 @@ def test_indices_outside_read_and_add_zeros(write):
     got = run1(write, "b: f64[10, 3], i: i64[2, 2], u: f64[2, 2, 3]", 'scatter_add(b, i, u, outside="zero")',
                {"b": base, "i": ids, "u": upd})
     np.testing.assert_allclose(got, base + hot.reshape(4, 10).T @ upd.reshape(4, 3), rtol=1e-12)
+    empty = OPS["gather"].impl([np.zeros((0, 3)), ids], {"axis": 0, "outside": "zero"}, None)
+    np.testing.assert_array_equal(empty, np.zeros((2, 2, 3)))  # every index is outside an empty table
     with pytest.raises(RunError, match="out of range"):  # negative indices too: not Python's from-the-end
         run1(write, "b: f64[10, 3], i: i64[2, 2], u: f64[2, 2, 3]", "scatter_add(b, i, u)",
              {"b": base, "i": np.array([[1, 2], [-1, 3]]), "u": upd})
