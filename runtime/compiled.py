@@ -299,6 +299,8 @@ class Compiled:
             if inp not in feeds:
                 raise RunError(f"no value for input `{inp}`")
             x = np.ascontiguousarray(feeds[inp], dtype=_NP[dt])
+            if not x.flags.writeable:  # numba types a read-only array apart: the step would compile again
+                x = x.copy()
             shapes.append(x.shape)
             xs.append(x.reshape(-1))  # every value is a flat array and an offset
         key = (prog.name, tuple(shapes))

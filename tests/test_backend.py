@@ -355,6 +355,22 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     assert fourth.stdout.split()[0] == first.stdout.split()[0]
 
 
+def test_read_only_inputs_run_the_compiled_step_as_it_is():
+    """numba types a read-only array (a memory-mapped data set, a frozen batch) apart from a writable one:
+    passed as it is, the step would compile a second time, seconds in the middle of training."""
+    from runtime.model import Model
+    m = Model("xor", target="cpu")
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    t = np.array([[0], [1], [1], [0]], np.float32)
+    first = m.train_on_batch({"x": x, "t": t}, 0.1)["loss"]
+    x.flags.writeable = t.flags.writeable = False
+    m.train_on_batch({"x": x, "t": t}, 0.1)
+    m.predict(x)
+    assert len(m.compiled().module.train_step.signatures) == 1
+    assert len(m.compiled().module.predict.signatures) == 1
+    assert np.isfinite(first)
+
+
 def test_generated_code_is_kept_by_its_entries(tmp_path, monkeypatch):
     """generate_cached keys its file by the entries pickled whole: other sizes make another file, the same
     entries find the first one's output (the same source and functions)."""
