@@ -632,14 +632,13 @@ def _(e, n, g):
 def _(e, n, g):
     table, idx = _ins(e, n)
     a = _attrs(e, n)
-    return [e("scatter_add", e.zeros(e.type(table)), idx, g, axis=a["axis"], outside=a.get("outside", "error")),
-            None]
+    return [e("scatter_add", e.zeros(e.type(table)), idx, g, axis=a["axis"], outside=a["outside"]), None]
 
 
 @vjp("scatter_add")
 def _(e, n, g):
     base, idx, upd = _ins(e, n)
     a = _attrs(e, n)
-    return [g, None, e("gather", g, idx, axis=a["axis"], outside=a.get("outside", "error"))]
+    return [g, None, e("gather", g, idx, axis=a["axis"], outside=a["outside"])]
 
 

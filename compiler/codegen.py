@@ -506,7 +506,7 @@ class _Function:
                     + [(f"i{q}", osz[q - ri + 1]) for q in range(ax + ri, ru)])
         add = f"{o}[{o}o + {oi}] += {u}[{u}o + {horner([(f'i{q}', usz[q]) for q in range(ru)])}]"
         lines.append(ind2 + f"j = {ix}[{ix}o + {jj}]")
-        if g.node(n)["attrs"].get("outside", "error") == "zero":  # an index outside adds nothing
+        if g.node(n)["attrs"]["outside"] == "zero":  # an index outside adds nothing
             lines += [ind2 + f"if j >= 0 and j < {osz[ax]}:", ind2 + "    " + add]
         else:
             lines += [ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + "    raise IndexError('scatter_add index out of range')",
@@ -861,7 +861,7 @@ class _Fused:
             sh = g.type(ins[0]).shape
             pairs = [(self.iv[q], self.n[q]) for q in range(ax) if not _unit(sh[q])] + [(f"np.uint64({j})", rows)]
             pairs += [(self.iv[q + ri - 1], self.n[q + ri - 1]) for q in range(ax + 1, len(sh)) if not _unit(sh[q])]
-            if a.get("outside", "error") == "zero":  # a row of zeros: one_hot(i) @ table
+            if a["outside"] == "zero":  # a row of zeros: one_hot(i) @ table
                 zero = literal(0, f.mod.store(d["type"].dtype))
                 return [f"{j} = {ix}[{ix}o + {mid}]",
                         f"{t} = {src}[{src}o + {horner(pairs)}] if {j} >= 0 and {j} < {rows} else {zero}"]

@@ -800,7 +800,7 @@ def _gather_impl(ins, attrs, ctx):
     ax = attrs["axis"]
     n = table.shape[ax]
     inside = (idx >= 0) & (idx < n)
-    if attrs.get("outside", "error") == "zero":
+    if attrs["outside"] == "zero":
         if n == 0:  # every index is outside
             return _np.zeros(table.shape[:ax] + idx.shape + table.shape[ax + 1:], table.dtype)
         out = _np.take(table, _np.where(inside, idx, 0), axis=ax)
@@ -877,7 +877,7 @@ def _scatter_add_impl(ins, attrs, ctx):
     target = _np.moveaxis(out, ax, 0)
     inside = (flat_idx >= 0) & (flat_idx < base.shape[ax])
     if not inside.all():
-        if attrs.get("outside", "error") != "zero":
+        if attrs["outside"] != "zero":
             raise IndexError(f"scatter_add index out of range [0, {base.shape[ax]}): min {flat_idx.min()}, "
                              f"max {flat_idx.max()}")
         flat_idx, moved = flat_idx[inside], moved[inside]

@@ -31,7 +31,7 @@ from compiler.dims import Dim
 from compiler.graph import Graph, canonical_bytes
 from compiler.passes import optimize
 from compiler.schedule import plan_memory, schedule
-from dsl.loader import cache_dir, write_atomic
+from dsl.loader import cache_dir, cache_name, write_atomic
 
 from .interpreter import RunError, bind_inputs
 
@@ -63,12 +63,8 @@ _defer_numpy_f2py()
 def cache_key(source: str) -> str:
     import numba
     kernels = Path(__file__).with_name("kernels.py").read_bytes()
-    h = hashlib.sha256()
-    for part in (source.encode(), __version__.encode(), numba.__version__.encode(), np.__version__.encode(),
-                 hashlib.sha256(kernels).digest()):
-        h.update(part)
-        h.update(b"\0")
-    return h.hexdigest()[:32]
+    return cache_name(source.encode(), __version__.encode(), numba.__version__.encode(), np.__version__.encode(),
+                      hashlib.sha256(kernels).digest())
 
 
 def module_path(source: str) -> Path:
@@ -227,7 +223,7 @@ class Compiled:
                 prog.prof = np.zeros(max(len(prog.rows), 1))
         self.arenas: dict = {}
         self._by_shapes: dict = {}
-        self._called: set = set()  # functions called at least once: the parallel compile is behind them
+        self._called: set = set()  # functions called at least once (see _first_call)
 
     def sync(self, values: dict):
         """Make the persistent storage hold values (name -> array), then let values hold its views, so
@@ -264,17 +260,8 @@ class Compiled:
         prog = self.programs[name]
         args, (O, A), specs = self._arguments(prog, feeds, seed, step)
         fn = getattr(self.module, name)
-        first = name not in self._called  # not on every step: a dispatcher's signatures are built per access
-        if first:
-            self._called.add(name)
-            if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
-                compile_parallel(self.module, [(prog, args)])
         try:
-            if first:
-                with linked_as_optimized([name]):
-                    ok = fn(*args)
-            else:
-                ok = fn(*args)
+            ok = fn(*args) if name in self._called else self._first_call(prog, fn, args)
         except IndexError as e:
             raise RunError(f"{name} failed: {e}") from None
         outs = {}
@@ -290,6 +277,16 @@ class Compiled:
             else:
                 outs[out_name] = np.asarray(arg)
         return bool(ok), outs
+
+    def _first_call(self, prog: Program, fn, args: tuple):
+        """A function's first call in this process: compile what numba's cache lacks, its callees in
+        parallel, then the function itself linked as they are. Checked once per function, not on every
+        step: a dispatcher's list of signatures is built at each access."""
+        self._called.add(prog.name)
+        if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
+            compile_parallel(self.module, [(prog, args)])
+        with linked_as_optimized([prog.name]):
+            return fn(*args)
 
     def _arguments(self, prog: Program, feeds: dict, seed: int, step: int):
         """The step function's arguments for these feeds, (O, A) and the output specs."""
@@ -556,12 +553,9 @@ def generate_cached(title: str, entries: list, float_dtype: str = "f32", profile
     except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
         gen = generate(title, entries, float_dtype, profile)
         return gen, gen.source()
-    h = hashlib.sha256()
-    for part in (_code_stamp(), title.encode(), float_dtype.encode(), str(profile).encode(),
-                 np.__version__.encode(), sys.version.encode(), stamp):
-        h.update(part)
-        h.update(b"\0")
-    path = cache_dir() / "cpu" / f"g_{h.hexdigest()[:32]}.pickle"
+    key = cache_name(_code_stamp(), title.encode(), float_dtype.encode(), str(profile).encode(),
+                     np.__version__.encode(), sys.version.encode(), stamp)
+    path = cache_dir() / "cpu" / f"g_{key}.pickle"
     try:
         data = path.read_bytes()
         if hashlib.sha256(data[32:]).digest() == data[:32]:  # else damaged: a flipped bit would unpickle

@@ -372,8 +372,8 @@ def test_read_only_inputs_run_the_compiled_step_as_it_is():
 
 
 def test_generated_code_is_kept_by_its_entries(tmp_path, monkeypatch):
-    """generate_cached keys its file by the entries pickled whole: other sizes make another file, the same
-    entries find the first one's output (the same source and functions)."""
+    """generate_cached keys its file by the entries written out whole: other sizes make another file, the
+    same entries find the first one's output (the same source and functions)."""
     monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
     made = []
     generate = compiled.generate
