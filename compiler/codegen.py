@@ -89,6 +89,9 @@ class Program:
     # enough to compile every callee before the step function (runtime/compiled.py compiles them in parallel)
     calls: list = field(default_factory=list)
     input_dtypes: list = field(default_factory=list)  # storage dtype of each input
+    # per call that splits across threads: its work as a Dim (runtime/kernels.py's share weighs it against
+    # GRAIN); the runner starts a team of threads only when these add up (see runtime/compiled.py)
+    shared_work: list = field(default_factory=list)
     prof: object = None  # seconds per call, when the module was generated with profile=True
 
 
@@ -145,7 +148,7 @@ class ModuleGen:
                "                             conv_transpose2d_depthwise, conv_transpose2d_wide, copy, fill,",
                "                             max_pool2d, max_pool_grad2d, mix, node_key, normal, scan_carry_lengths,",
                "                             scan_extract, scan_extract_lengths, scan_insert, scan_insert_lengths,",
-               "                             sum_run, uniform, erf32, exp32, sigmoid32, tanh32)", ""]
+               "                             sum_run, uniform, erf32, exp32, sigmoid32, tanh32, barrier, gemm, share)", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
             params, body = key.split(":\n", 1)
             out += ["", "@njit(cache=True, no_cpython_wrapper=True, error_model=\"numpy\")", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]
@@ -242,6 +245,9 @@ class _Function:
         self.body: list[str] = []
         self.note = "(step)"
         self.program = Program(name, s.graph, inputs, self.dims, [], {}, {}, s)
+        # what the threads may not have seen yet: None (all met at a barrier), "serial" (thread 0 wrote),
+        # "shared" (every thread wrote its part), "loop" (either: a loop's head or end)
+        self.pending = None
 
     # ---- where values live
     def D(self, d) -> str:
@@ -319,11 +325,14 @@ class _Function:
                          ints=[self.D(product(g.type(n).shape))])
         args = [f"x{i}" for i in range(len(self.inputs))] + [f"P_{d}" for d in STORE] + [f"A_{d}" for d in STORE]
         prof = ", PROF" if self.mod.profile else ""
-        head = ["@njit(cache=True, error_model=\"numpy\")", f"def {self.name}({', '.join(args)}, D, O, Q, T, R, seed, step{prof}):",
+        # nogil: a team's threads run the function at once (a profile's clock reads need the lock)
+        head = [f"@njit(cache=True, error_model=\"numpy\"{'' if self.mod.profile else ', nogil=True'})",
+                f"def {self.name}({', '.join(args)}, D, O, Q, T, R, seed, step{prof}, tid, nt, S):",
                 f"    # {comment(self.name)}: inputs " + comment(", ".join(self.inputs) or "none"),
                 "    rk = mix(mix(seed) ^ step)"]
         if self.mod.profile:
             head += ["    with objmode(last_='float64'):", "    last_ = perf_counter()".replace("    last_", "        last_")]
+        self.meet("    ")  # the caller reads every thread's results once its own call returns
         return "\n".join(head + self.body + ["    return True", ""])
 
     def emit_items(self, s: Schedule, ind: str, rk: str):
@@ -337,7 +346,7 @@ class _Function:
             self.note = f"{note} ({ops})"
             if it.kind == "fused":
                 k = _Fused(self, s, it, rk)
-                self.kernel_call(ind, k.build(), k.k, note)
+                self.kernel_call(ind, k.build(), k.k, note, k.work)
             elif it.kind == "scan":
                 self.emit_scan(s, it, ind, rk)
             elif it.kind == "matmul":
@@ -350,25 +359,47 @@ class _Function:
                 raise Unsupported(f"the cpu target cannot compile `{it.kind}` yet")
             if it.check_loss:
                 loss = it.tail if it.tail is not None else it.nodes[-1]
+                self.meet(ind)
                 self.body.append(f"{ind}if not np.isfinite({self.at(self.ref(s, loss))}):")
                 self.body.append(f"{ind}    return False")
 
-    def call(self, ind, name, k: _Kernel):
-        """A call: its table entries become one row of T."""
+    def meet(self, ind):
+        """A barrier, where the threads may not have seen each other's writes."""
+        if self.pending is not None:
+            self.body += [f"{ind}if barrier(S, nt):", f"{ind}    return False"]
+            self.pending = None
+
+    def call(self, ind, name, k: _Kernel, work=None):
+        """A call: its table entries become one row of T. With work (a Dim), every thread calls it and
+        does its share (the kernel takes tid and nt); without, thread 0 alone."""
+        if self.pending in ("shared", "loop") or (work is not None and self.pending == "serial"):
+            self.meet(ind)
         row = len(self.program.rows)
         self.program.rows.append(len(self.program.table))
         self.program.table += [entry for _, entry in k.slots]
         args = [(arr, None) for _, arr in k.arrays] + [("T", None), (f"R[{row}]", "i64")]
         args += [(e, dt) for _, e, dt in k.extras]
-        self.body.append(f"{ind}{name}({', '.join(a for a, _ in args)})")
+        if work is None:
+            self.body += [f"{ind}if tid == 0:", f"{ind}    {name}({', '.join(a for a, _ in args)})"]
+            self.pending = "serial"
+        else:
+            self.body.append(f"{ind}{name}({', '.join(a for a, _ in args)})")
+            self.program.shared_work.append(work)
+            self.pending = "shared"
         self.program.calls.append((name, args))
         self.program.labels.append(f"{self.note} [{name}]")
         if self.mod.profile:
             self.body += [f"{ind}with objmode(now_='float64'):", f"{ind}    now_ = perf_counter()",
                           f"{ind}PROF[{row}] += now_ - last_", f"{ind}last_ = now_"]
 
-    def kernel_call(self, ind, lines, k: _Kernel, note):
-        self.call(ind, self.mod.kernel(k.header() + lines, k.params, note), k)
+    def kernel_call(self, ind, lines, k: _Kernel, note, work=None):
+        self.call(ind, self.mod.kernel(k.header() + lines, k.params, note), k, work)
+
+    def share(self, k: _Kernel, n: str, work, again=False) -> str:
+        """The line that gives this thread its part [lo, hi) of range(n), for a kernel of this work."""
+        if not again:
+            k.extras += [("tid", "tid", "i64"), ("nt", "nt", "i64"), ("S", "S", None)]
+        return f"lo, hi = share({n}, {k.scalar(self.D(work), key='work')}, tid, nt, S)"
 
     def lib(self, ind, name, refs=(), arrays=(), ints=(), extras=()):
         """A call of a runtime/kernels.py function: arrays, then T and the row of offsets and ints."""
@@ -406,22 +437,35 @@ class _Function:
         def batch_index(shape):
             off = nb - (len(shape) - 2)
             return horner([(iv[j + off], bs[j + off]) for j in range(len(shape) - 2) if not _unit(shape[j])])
+        float_out = self.mod.store(out.dtype) in ("f32", "f64")
+        work = product(list(out.shape) + [sa[-1]]) // 8 if float_out else None  # threads split the batch or rows
         lines = [("    " * j) + f"for i{j} in range({bs[j]}):" for j in range(nb)]
+        if work is not None and nb:
+            lines = [self.share(k, bs[0], work), "for i0 in range(lo, hi):"] + lines[1:]
         ind2 = "    " * nb
         lines += [ind2 + f"ao = {pa}o + ({batch_index(sa)}) * {M} * {K}",
                   ind2 + f"bo = {pb}o + ({batch_index(sb)}) * {K} * {N}",
                   ind2 + f"oo = {o}o + ({horner([(iv[j], bs[j]) for j in range(nb) if not _unit(full[j])])}) * {M} * {N}"]
-        if self.mod.store(out.dtype) in ("f32", "f64"):
-            va = f"{pa}[ao:ao + {M} * {K}].reshape(({K}, {M})).T" if ta else f"{pa}[ao:ao + {M} * {K}].reshape(({M}, {K}))"
-            vb = f"{pb}[bo:bo + {K} * {N}].reshape(({N}, {K})).T" if tb else f"{pb}[bo:bo + {K} * {N}].reshape(({K}, {N}))"
-            lines.append(ind2 + f"np.dot({va}, {vb}, {o}[oo:oo + {M} * {N}].reshape(({M}, {N})))")
+        lda, ldb = (M if ta else K), (K if tb else N)
+        if float_out and not nb:
+            # a thread's block of the longer side: rows of the product (rows of a, or its columns when
+            # transposed) or columns (of b, or its rows). Each thread packs all of the other operand.
+            tt = f"{int(ta)}, {int(tb)}"
+            lines += [f"if {M} >= {N}:", "    " + self.share(k, M, work), "    if hi > lo:",
+                      f"        gemm({tt}, hi - lo, {N}, {K}, {pa}, ao + lo{'' if ta else f' * {K}'}, {lda}, "
+                      f"{pb}, bo, {ldb}, {o}, oo + lo * {N}, {N})",
+                      "else:", "    " + self.share(k, N, work, again=True), "    if hi > lo:",
+                      f"        gemm({tt}, {M}, hi - lo, {K}, {pa}, ao, {lda}, "
+                      f"{pb}, bo + lo{f' * {K}' if tb else ''}, {ldb}, {o}, oo + lo, {N})"]
+        elif float_out:
+            lines.append(ind2 + f"gemm({int(ta)}, {int(tb)}, {M}, {N}, {K}, {pa}, ao, {lda}, {pb}, bo, {ldb}, {o}, oo, {N})")
         else:  # integers: plain loops (BLAS has none)
             ai = f"ao + k * {M} + i" if ta else f"ao + i * {K} + k"
             bi = f"bo + j * {K} + k" if tb else f"bo + k * {N} + j"
             lines += [ind2 + f"for i in range({M}):", ind2 + f"    for j in range({N}):", ind2 + "        acc = 0",
                       ind2 + f"        for k in range({K}):", ind2 + f"            acc += {pa}[{ai}] * {pb}[{bi}]",
                       ind2 + f"        {o}[oo + i * {N} + j] = acc"]
-        self.kernel_call(ind, lines, k, note)
+        self.kernel_call(ind, lines, k, note, work)
 
     # ---- windows: runtime/kernels.py on 2-d (a 1-d op runs with height 1)
     def emit_window(self, s: Schedule, it, ind: str):
@@ -550,6 +594,7 @@ class _Function:
                     self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(product(g.type(outs[j]).shape))],
                              extras=[(literal(0, dt), dt)])
         self.body.append(f"{ind}for {k} in range({T}):")
+        self.pending = "loop"  # the first call of an iteration meets the end of the last one
         ind2 = ind + "    "
         if lengths is None:
             self.body.append(f"{ind2}pos = {T} - 1 - {k}" if reverse else f"{ind2}pos = {k}")
@@ -584,6 +629,7 @@ class _Function:
             else:
                 self.lib(ind2, "scan_carry_lengths", [carries[i], self.ref(bs, new), lens], ints=[size, batch],
                          extras=[(k, "i64")])
+        self.pending = "loop"
 
 
 class _Fused:
@@ -597,6 +643,7 @@ class _Fused:
         self.local = {m: f"t{q}" for q, m in enumerate(self.members)}  # by position: equal items, equal text
         self.dom = tuple(it.domain)
         self.r = len(self.dom)
+        self.work = None  # set when threads split the outer loop
 
     def flat_ok(self) -> bool:
         """Every member elementwise and every operand of the item's own shape: one flat loop."""
@@ -671,6 +718,10 @@ class _Fused:
         if it.tail is None:
             loops = [f"for i in range({self.size}):"] if self.flat else \
                 [f"for i{q} in range({self.n[q]}):" for q in range(self.r)]
+            if self.r:  # every index is written once: threads split the outer loop
+                self.work = product(list(self.dom))
+                lines.append(f.share(k, self.n[0], self.work))
+                loops[0] = f"for {self.iv[0]} in range(lo, hi):"
             lines += ["    " * q + x for q, x in enumerate(loops)]
             lines += ["    " * len(loops) + x for x in stmts + stores]
             return lines
@@ -691,6 +742,10 @@ class _Fused:
             return lines + self.leading_reduction(op, axes, kept, stmts + stores, tail_out, src, is_float, d)
         for depth, q in enumerate(kept):
             lines.append("    " * depth + f"for i{q} in range({self.n[q]}):")
+        if kept:  # each kept index is one result: threads split the outer one
+            self.work = product(list(self.dom))
+            lines[-len(kept):-len(kept) + 1 or None] = [f.share(k, self.n[kept[0]], self.work),
+                                                        f"for i{kept[0]} in range(lo, hi):"]
         ind = "    " * len(kept)
         init = {"sum": "0.0" if is_float else "0", "mean": "0.0",
                 "max": "-np.inf" if is_float else "-9223372036854775807 - 1",

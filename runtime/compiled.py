@@ -13,6 +13,8 @@ deleted and compiled again; files are written to a temporary name and renamed, s
 the same model at once each see a whole file."""
 from __future__ import annotations
 
+import ctypes
+import glob
 import hashlib
 import importlib.util
 import os
@@ -34,6 +36,7 @@ from compiler.schedule import plan_memory, schedule
 from dsl.loader import cache_dir, cache_name, write_atomic
 
 from .interpreter import RunError, bind_inputs
+from .kernels import GRAIN
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
 _MASK = (1 << 64) - 1
@@ -250,7 +253,9 @@ class Compiled:
             tables = {"D": D, "O": O, "Q": self.Q}
             T = np.array([tables[kind][i] for kind, i in prog.table] or [0], dtype=np.int64)
             R = np.array(prog.rows or [0], dtype=np.int64)
-            got = self.arenas[key] = (D, O, A, plan, T, R)
+            shared = sum(w for w in (_int(d, bindings) for d in prog.shared_work) if w >= GRAIN)
+            team = team_for(shared) if not self.gen.profile else None
+            got = self.arenas[key] = (D, O, A, plan, T, R, team)
         return got
 
     def call(self, name: str, feeds: dict, seed: int = 0, step: int = 0, outputs=None):
@@ -258,10 +263,15 @@ class Compiled:
         that the next call overwrites. finished is False when the loss was not finite (nothing was updated).
         Everything that depends only on the inputs' shapes is worked out once per set of shapes."""
         prog = self.programs[name]
-        args, (O, A), specs = self._arguments(prog, feeds, seed, step)
+        args, (O, A), specs, team = self._arguments(prog, feeds, seed, step)
         fn = getattr(self.module, name)
         try:
-            ok = fn(*args) if name in self._called else self._first_call(prog, fn, args)
+            if name not in self._called:
+                ok = self._first_call(prog, fn, args)
+            elif team is not None:
+                ok = team.run(fn, args)
+            else:
+                ok = fn(*args, 0, 1, _ALONE)
         except IndexError as e:
             raise RunError(f"{name} failed: {e}") from None
         outs = {}
@@ -283,13 +293,15 @@ class Compiled:
         parallel, then the function itself linked as they are. Checked once per function, not on every
         step: a dispatcher's list of signatures is built at each access."""
         self._called.add(prog.name)
+        args = (*args, 0, 1, _ALONE)
         if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
             compile_parallel(self.module, [(prog, args)])
         with linked_as_optimized([prog.name]):
             return fn(*args)
 
     def _arguments(self, prog: Program, feeds: dict, seed: int, step: int):
-        """The step function's arguments for these feeds, (O, A) and the output specs."""
+        """The step function's arguments for these feeds but the thread's (tid, nt, S), (O, A), the output
+        specs and the team of threads that runs it (None: this thread alone)."""
         xs = []
         shapes = []
         for inp, dt in zip(prog.inputs, prog.input_dtypes):
@@ -305,15 +317,16 @@ class Compiled:
         if layout is None:
             bindings = bind_inputs(prog.graph, feeds)
             layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
-        (D, O, A, _, T, R), specs = layout
+        (D, O, A, _, T, R, team), specs = layout
         args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
                 np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
-        return args, (O, A), specs
+        return args, (O, A), specs, team
 
     def compile(self, feeds: dict) -> None:
         """Compile several functions (name -> feeds of a call) at once, in parallel processes (see
         compile_parallel), without running them."""
-        compile_parallel(self.module, [(self.programs[name], self._arguments(self.programs[name], f, 0, 0)[0])
+        compile_parallel(self.module, [(self.programs[name], (*self._arguments(self.programs[name], f, 0, 0)[0],
+                                                              0, 1, _ALONE))
                                        for name, f in feeds.items()])
 
     def _prof(self, prog: Program) -> tuple:
@@ -338,6 +351,124 @@ class Compiled:
         """The memory plan of one function for these inputs (arena sizes against the sum of buffers)."""
         prog = self.programs[name]
         return self._layout(prog, bind_inputs(prog.graph, feeds))[3]
+
+
+# ---- threads
+_ALONE = np.zeros(4, dtype=np.int64)  # the S of a call in one thread: no barrier waits, nothing splits
+TEAM_WORK = 1 << 20  # the least work (runtime/kernels.py's units) that splits across a team
+
+
+def threads() -> int:
+    """Threads a step function runs in: DLC_NUM_THREADS, else one per CPU this process may run on."""
+    text = os.environ.get("DLC_NUM_THREADS", "").strip()
+    if text:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise RunError(f"DLC_NUM_THREADS should be a whole number of threads, 1 or more, not `{text}`")
+        return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@lru_cache(maxsize=1)
+def _blas_threads():
+    """(get, set) of the number of threads of the BLAS that numba calls (scipy's OpenBLAS), or None when
+    that BLAS is not one whose threads can be set."""
+    import scipy
+    here = os.path.dirname(scipy.__file__)
+    for lib in sorted(glob.glob(here + ".libs/*openblas*") + glob.glob(os.path.join(here, ".dylibs", "*openblas*"))):
+        try:
+            dll = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            get = getattr(dll, prefix + "_get_num_threads", None)
+            put = getattr(dll, prefix + "_set_num_threads", None)
+            if get is not None and put is not None:
+                put.argtypes = [ctypes.c_int]
+                return get, put
+    return None
+
+
+class Team:
+    """Threads that run a step function with the calling thread. Every thread runs the whole function:
+    it takes its share of each item that splits (runtime/kernels.py share), thread 0 alone runs the
+    others, and the threads meet at a barrier where one may read what another wrote, the last at the
+    end, so the caller's call returns when all are done. BLAS runs single-threaded meanwhile, as each
+    thread calls it for its own block: OpenBLAS's threads would spin against ours."""
+
+    def __init__(self, size: int):
+        self.size = size
+        # S: threads at the barrier, the barrier's generation (only ever grows: a thread may still be
+        # leaving the last barrier when the next call starts), a thread failed, the grain
+        self.S = np.zeros(4, dtype=np.int64)
+        self._go = [threading.Semaphore(0) for _ in range(size - 1)]
+        self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._posted = self._finished = 0
+        self._job = None
+        self._errors: list = []
+        for t in range(1, size):
+            threading.Thread(target=self._serve, args=(t,), daemon=True, name=f"dlc-thread-{t}").start()
+
+    def _serve(self, tid: int):
+        while True:
+            self._go[tid - 1].acquire()
+            fn, args = self._job
+            try:
+                fn(*args, tid, self.size, self.S)
+            except BaseException as e:  # noqa: BLE001 (raised again in the calling thread)
+                self._errors.append(e)
+                self.S[2] = 1  # the others leave their barriers
+            with self._idle:
+                self._finished += 1
+                self._idle.notify_all()
+
+    def run(self, fn, args: tuple):
+        get, put = _blas_threads()
+        with self._lock:
+            self.S[2], self.S[3] = 0, GRAIN
+            self._job = (fn, args)
+            self._posted += self.size - 1
+            before = get()
+            put(1)
+            try:
+                for go in self._go:
+                    go.release()
+                try:
+                    ok = fn(*args, 0, self.size, self.S)
+                except BaseException:
+                    self.S[2] = 1
+                    self._join()
+                    raise
+                if self.S[2]:  # another thread failed
+                    self._join()
+                    raise self._errors.pop(0)
+                return ok
+            finally:
+                put(before)
+
+    def _join(self):
+        """Wait until every thread has left the function (after a failure: the next call may not start
+        while one still waits at a barrier of this one)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._finished == self._posted)
+
+
+_TEAMS: dict = {}
+
+
+def team_for(work: int):
+    """The team for a call whose splitting items add up to work, or None to run it in this thread."""
+    n = threads()
+    if n < 2 or work < TEAM_WORK or _blas_threads() is None:
+        return None
+    team = _TEAMS.get(n)
+    if team is None:
+        team = _TEAMS[n] = Team(n)
+    return team
 
 
 def compile_jobs() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -632,3 +633,87 @@ def erf32(x):
     v = small if a < _F(1.0) else large
     v = -v if x < _F(0.0) else v
     return x if x != x else v
+
+
+# ---- threads: a step function runs in every thread at once (compiled.py's Team), each thread takes its
+# share of the items that split, and the threads meet at a barrier between items. S is the team's int64
+# array: S[0] threads arrived, S[1] the barrier's generation, S[2] set when a thread failed, S[3] the grain.
+def _atomic_intrinsic(kind):
+    """An intrinsic (arr, index, value) -> old value of arr[index]: `kind` as one sequentially consistent
+    atomic operation on an int64 array ("add", "xchg"; "load" ignores value)."""
+    def typer(typingctx, arr, index, value):
+        def codegen(context, builder, signature, args):
+            a = context.make_array(arr)(context, builder, value=args[0])
+            ptr = builder.gep(a.data, [args[1]])
+            if kind == "load":
+                return builder.load_atomic(ptr, "seq_cst", 8)
+            return builder.atomic_rmw(kind, ptr, args[2], "seq_cst")
+        return types.int64(arr, index, value), codegen
+    typer.__name__ = f"_atomic_{kind}"
+    return intrinsic(typer)
+
+
+_atomic_add, _atomic_xchg, _atomic_load = (_atomic_intrinsic(k) for k in ("add", "xchg", "load"))
+
+
+@njit(cache=True, error_model="numpy")
+def barrier(S, nt):
+    """Wait until all nt threads have arrived. True when a thread failed (the caller returns at once)."""
+    if nt == 1:
+        return False
+    gen = _atomic_load(S, 1, 0)
+    if _atomic_add(S, 0, 1) == nt - 1:  # the last to arrive releases the others
+        _atomic_xchg(S, 0, 0)
+        _atomic_add(S, 1, 1)
+    else:
+        while _atomic_load(S, 1, 0) == gen:
+            if _atomic_load(S, 2, 0) != 0:
+                return True
+    return _atomic_load(S, 2, 0) != 0
+
+
+@intrinsic
+def gemm(typingctx, ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
+    """Row-major c[co:] (m x n, row stride ldc) = op(a[ao:]) (m x k) @ op(b[bo:]) (k x n), op transposing
+    when ta / tb is true (a then holds k rows of stride lda). Through numba's BLAS glue, as np.dot, but
+    with row strides: a thread's block of rows of a transposed operand is not a contiguous array, which
+    np.dot would copy."""
+    if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64) and b == a and c == a):
+        return None
+
+    def codegen(context, builder, signature, args):
+        char, intp = ir.IntType(8), context.get_value_type(types.intp)
+        voidp = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, voidp, voidp, intp, voidp, intp,
+                                                voidp, voidp, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        vta, vtb, vm, vn, vk, va, vao, vlda, vb, vbo, vldb, vc, vco, vldc = args
+
+        def at(arr, ty, off):
+            data = context.make_array(ty)(context, builder, value=arr).data
+            return builder.bitcast(builder.gep(data, [off]), voidp)
+        dt = context.get_value_type(a.dtype)
+        alpha = cgutils.alloca_once_value(builder, ir.Constant(dt, 1.0))
+        beta = cgutils.alloca_once_value(builder, ir.Constant(dt, 0.0))
+        flag = lambda t: builder.select(builder.icmp_unsigned("!=", t, ir.Constant(t.type, 0)),  # noqa: E731
+                                        ir.Constant(char, ord("t")), ir.Constant(char, ord("n")))
+        kind = ir.Constant(char, ord("s" if a.dtype == types.float32 else "d"))
+        # column-major BLAS sees each row-major matrix transposed: c^T = op(b)^T @ op(a)^T
+        builder.call(fn, [kind, flag(vtb), flag(vta), vn, vm, vk, builder.bitcast(alpha, voidp), at(vb, b, vbo), vldb,
+                          at(va, a, vao), vlda, builder.bitcast(beta, voidp), at(vc, c, vco), vldc])
+        return context.get_dummy_value()
+    return types.void(ta, tb, types.intp, types.intp, types.intp, a, types.intp, types.intp, b, types.intp,
+                      types.intp, c, types.intp, types.intp), codegen
+
+
+GRAIN = 8192  # the least work worth splitting: elements of an elementwise loop, multiply-adds / 8
+
+
+@njit(cache=True, error_model="numpy")
+def share(n, work, tid, nt, S):
+    """Thread tid's part [lo, hi) of range(n) (n unsigned), for a loop of this much work: all of it for
+    thread 0 when the work is under the team's grain S[3] (GRAIN; tests make it 1)."""
+    if nt == 1 or work < S[3]:
+        return np.uint64(0), (n if tid == 0 else np.uint64(0))
+    t, m = np.uint64(tid), np.uint64(nt)
+    return n * t // m, n * (t + np.uint64(1)) // m

@@ -133,15 +133,29 @@ def _close(got, want, rtol):
     assert err <= rtol, f"relative error {err:.3g} > {rtol}"
 
 
-@pytest.mark.parametrize("fd,rtol", [(np.float64, 1e-10), (None, 1e-5)], ids=["f64", "f32"])
-def test_every_primitive_matches_the_reference(fd, rtol):
+def _team(monkeypatch, size):
+    """Every step function runs in a team of size threads that splits every item it can, however small
+    (a grain of 1: the tests' shapes are far under the real one)."""
+    monkeypatch.setenv("DLC_NUM_THREADS", str(size))
+    monkeypatch.setattr(compiled, "TEAM_WORK", 0)
+    monkeypatch.setattr(compiled, "GRAIN", 1)
+
+
+@pytest.mark.parametrize("fd,rtol,threads", [(np.float64, 1e-10, 1), (None, 1e-5, 1), (np.float64, 1e-10, 2)],
+                         ids=["f64", "f32", "f64-2-threads"])
+def test_every_primitive_matches_the_reference(fd, rtol, threads, monkeypatch):
+    if threads > 1:
+        _team(monkeypatch, threads)
     g, _ = _primitive_graph()
     used = {g.node(n)["op"] for n in g.nodes()}
     missing = set(OPS) - used - (INTERNAL - {"constant", "dim_value"}) - {"max_pool_grad", "conv_transpose"} - {"scatter_add"}
     assert not missing, f"primitives without a backend test: {sorted(missing)}"
     feeds = _feeds()
-    want = interpreter.run(g, feeds, seed=3, step=2, float_dtype=fd, outputs=[n for n, _ in g.outputs])
-    got = compiled.run(g, feeds, seed=3, step=2, float_dtype=fd)
+    names = [n for n, _ in g.outputs]
+    want = interpreter.run(g, feeds, seed=3, step=2, float_dtype=fd, outputs=names)
+    c = compiled.compile_graphs(g.name, [compiled.Entry("step", g, names, {})], "f64" if fd else "f32")
+    for _ in range(2):  # a function's first call runs in this thread alone (it compiles), the next in the team
+        _, got = c.call("step", feeds, seed=3, step=2)
     for name, _ in g.outputs:
         try:
             _close(got[name], want[name], rtol)
@@ -268,7 +282,51 @@ def test_zoo_training_steps_match_the_reference(name, sets, f64_optimizer):
     """Forward outputs, the loss, and three steps of the model's own optimizer in float64 (relative 1e-10);
     three plain sgd steps in float32 (relative 1e-5: Adam divides tiny gradients by their own size, which
     turns last-bit differences of float32 sums into visible ones)."""
-    for fd, opt, rtol in [(np.float64, f64_optimizer, 1e-10), (None, {"name": "sgd", "args": {"lr": 0.01}}, 1e-5)]:
+    _check_zoo_steps(name, sets, [(np.float64, f64_optimizer, 1e-10), (None, {"name": "sgd", "args": {"lr": 0.01}}, 1e-5)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,sets,f64_optimizer", [z for z in ZOO if z[0] in ("char_rnn", "gpt", "lenet5")],
+                         ids=["lenet5", "char_rnn", "gpt"])
+def test_a_team_of_threads_steps_as_the_reference(name, sets, f64_optimizer, monkeypatch):
+    """Three threads split every item that splits (a scan's steps, batched and transposed products,
+    reductions) and meet between them: the steps are the reference's, in float64."""
+    _team(monkeypatch, 3)
+    calls = []
+    run = compiled.Team.run
+    monkeypatch.setattr(compiled.Team, "run", lambda self, fn, args: calls.append(self.size) or run(self, fn, args))
+    _check_zoo_steps(name, sets, [(np.float64, f64_optimizer, 1e-10)])
+    assert calls == [3, 3], calls  # the first call runs alone (it compiles)
+
+
+def test_a_failing_thread_stops_the_team(monkeypatch):
+    """An index out of range in the last thread's share raises in the caller, where no thread is left
+    waiting at a barrier; a loss that is not finite stops every thread before the update; then the
+    team runs the next call."""
+    _team(monkeypatch, 2)
+    g = Graph("team")
+    table = g.add("input", [], {"name": "table"}, TType((Dim.const(5), Dim.const(4)), "f32"), None, "table")
+    idx = g.add("input", [], {"name": "idx"}, TType((B,), "i64"), None, "idx")
+    g.inputs = [table, idx]
+    e = Emitter(g, None, "t")
+    rows = e("gather", table, idx)
+    total = e("sum", rows)
+    g.outputs = [("rows", rows), ("total", total)]
+    c = compiled.compile_graphs("team", [compiled.Entry("step", g, ["rows", "total"], {}, "total")])
+    table_v = np.arange(20, dtype=np.float32).reshape(5, 4)
+    assert c.call("step", {"table": table_v, "idx": np.array([1, 2, 3, 4])})[0]  # alone: the first call
+    ok, outs = c.call("step", {"table": table_v, "idx": np.array([4, 3, 2, 1])})
+    assert ok and outs["total"] == table_v[1:].sum()
+    with pytest.raises(RunError, match="index out of range"):
+        c.call("step", {"table": table_v, "idx": np.array([0, 1, 2, 9])})
+    ok, _ = c.call("step", {"table": np.full((5, 4), np.nan, np.float32), "idx": np.array([0, 1, 2, 3])})
+    assert not ok
+    ok, outs = c.call("step", {"table": table_v, "idx": np.array([0, 0, 0, 0])})
+    assert ok and outs["total"] == table_v[0].sum() * 4
+
+
+def _check_zoo_steps(name, sets, cases):
+    for fd, opt, rtol in cases:
         step, values, feeds, outs = _zoo_step(name, sets, opt)
         updates = {o[len("new:"):]: o for o in step.outputs[1:]}
         c = compiled.compile_graphs(name, [compiled.Entry("train_step", step.graph, outs, updates, step.outputs[0])],
@@ -418,7 +476,7 @@ def test_generated_code_keys_are_the_same_in_every_process(tmp_path):
 def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
     """compile_parallel works out each callee's signature from the generated calls: a compile process that
     claims all of them (this one claims none) leaves the step function nothing to compile but itself and
-    the key mixer it calls directly, whatever the calls pass (a scan's loop counter and keys, masking noise's
+    what it calls directly (the key mixer and the threads' barrier), whatever the calls pass (a scan's loop counter and keys, masking noise's
     random key, arrays, rows of T). Given several step functions, it compiles those too."""
     env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
                DLC_COMPILE_JOBS="2")
@@ -451,7 +509,7 @@ def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
     lines = out.stdout.splitlines()
     assert [int(x.split()[1]) > 1 for x in lines if x.startswith("units")] == [True, True, True], out.stdout
     assert all(np.isfinite(float(x.split()[1])) for x in lines if x.startswith("loss"))
-    assert [x for x in lines if x.startswith("here")] == ["here mix train_step"], out.stdout
+    assert [x for x in lines if x.startswith("here")] == ["here barrier mix train_step"], out.stdout
     assert lines[-1] == "functions eval_step predict train_step here", out.stdout
 
 
@@ -585,7 +643,7 @@ def test_no_allocation_per_step(tmp_path):
         for t in range(3, 13):
             c.call("train_step", args, step=t)
         per_step = (rtsys.get_allocation_stats().alloc - before) / 10
-        arrays = len(c.programs["train_step"].inputs) + 10 + 5  # inputs, P_* and A_*, D, O, Q, T, R
+        arrays = len(c.programs["train_step"].inputs) + 10 + 6  # inputs, P_* and A_*, D, O, Q, T, R, S
         print(per_step, arrays)
     """)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
