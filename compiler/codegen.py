@@ -321,8 +321,8 @@ class _Function:
             if s.root(n) != ("persist", key):
                 node = next(m for m, (k_, a) in s.storage.items() if k_ == "persist" and a == key)
                 self.body.append(f"    # new {comment(key)}")
-                self.lib("    ", "copy", [self.persist_ref(key, g, node), self.ref(s, n)],
-                         ints=[self.D(product(g.type(n).shape))])
+                size = product(g.type(n).shape)
+                self.lib("    ", "copy", [self.persist_ref(key, g, node), self.ref(s, n)], ints=[self.D(size)], work=size // 4)
         args = [f"x{i}" for i in range(len(self.inputs))] + [f"P_{d}" for d in STORE] + [f"A_{d}" for d in STORE]
         prof = ", PROF" if self.mod.profile else ""
         # nogil: a team's threads run the function at once (a profile's clock reads need the lock)
@@ -401,8 +401,9 @@ class _Function:
             k.extras += [("tid", "tid", "i64"), ("nt", "nt", "i64"), ("S", "S", None)]
         return f"lo, hi = share({n}, {k.scalar(self.D(work), key='work')}, tid, nt, S)"
 
-    def lib(self, ind, name, refs=(), arrays=(), ints=(), extras=()):
-        """A call of a runtime/kernels.py function: arrays, then T and the row of offsets and ints."""
+    def lib(self, ind, name, refs=(), arrays=(), ints=(), extras=(), work=None):
+        """A call of a runtime/kernels.py function: arrays, then T and the row of offsets and ints, then the
+        extras; with work, (tid, nt, S) last: the function takes its share."""
         k = _Kernel()
         for ref in refs:
             k.arrays.append(("", ref[0]))
@@ -413,7 +414,9 @@ class _Function:
             k.scalar(v, name="")
         for e, dtype in extras:
             k.extras.append(("", e, dtype))
-        self.call(ind, name, k)
+        if work is not None:
+            k.extras += [("", "tid", "i64"), ("", "nt", "i64"), ("", "S", None)]
+        self.call(ind, name, k, work)
 
     # ---- matmul: BLAS on 2-d views made inside the kernel
     def emit_matmul(self, s: Schedule, it, ind: str, note: str):
@@ -543,7 +546,23 @@ class _Function:
         osz = self._shape_params(k, g.type(n).shape, "o")
         usz = self._shape_params(k, g.type(upd).shape, "u")
         lines = [f"for i in range({' * '.join(osz) or '1'}):", f"    {o}[{o}o + i] = {b}[{b}o + i]"]
-        lines += ["    " * q + f"for i{q} in range({usz[q]}):" for q in range(ru)]
+        loops = [f"for i{q} in range({usz[q]}):" for q in range(ru)]
+        # Threads split an axis of the output other than the scattered one, the last (an embedding's
+        # columns) or else the first, so two never add into one element; each copies its own part first.
+        work = product(g.type(upd).shape)
+        if ax + ri < ru:
+            last = osz[-1]
+            lines = [self.share(k, last, work), f"for i in range({' * '.join(osz[:-1]) or '1'}):",
+                     "    for c in range(lo, hi):", f"        {o}[{o}o + i * {last} + c] = {b}[{b}o + i * {last} + c]"]
+            loops[-1] = f"for i{ru - 1} in range(lo, hi):"
+        elif ax > 0:
+            rest = " * ".join(osz[1:])
+            lines = [self.share(k, osz[0], work), f"for i in range(lo * {rest}, hi * {rest}):",
+                     f"    {o}[{o}o + i] = {b}[{b}o + i]"]
+            loops[0] = "for i0 in range(lo, hi):"
+        else:
+            work = None
+        lines += ["    " * q + x for q, x in enumerate(loops)]
         ind2 = "    " * ru
         jj = horner([(f"i{q}", usz[q]) for q in range(ax, ax + ri)])
         oi = horner([(f"i{q}", osz[q]) for q in range(ax)] + [("np.uint64(j)", osz[ax])]
@@ -555,7 +574,7 @@ class _Function:
         else:
             lines += [ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + "    raise IndexError('scatter_add index out of range')",
                       ind2 + add]
-        self.kernel_call(ind, lines, k, note)
+        self.kernel_call(ind, lines, k, note, work)
 
     # ---- scan: a loop in the step function
     def emit_scan(self, s: Schedule, it, ind: str, rk: str):
@@ -580,19 +599,21 @@ class _Function:
         k, body_rk = f"k{tag}", f"rk{tag}"
         carries = [self.ref(bs, body.inputs[ns + i]) for i in range(nc)]
         for i, c in enumerate(inits):
-            size = self.D(product(g.type(c).shape))
+            size = product(g.type(c).shape)
             lit = self.inline(s, c)
             if lit is not None:
-                self.lib(ind, "fill", [carries[i]], ints=[size], extras=[(lit, self.mod.store(g.type(c).dtype))])
+                self.lib(ind, "fill", [carries[i]], ints=[self.D(size)], extras=[(lit, self.mod.store(g.type(c).dtype))],
+                         work=size // 4)
             else:
-                self.lib(ind, "copy", [carries[i], self.ref(s, c)], ints=[size])
+                self.lib(ind, "copy", [carries[i], self.ref(s, c)], ints=[self.D(size)], work=size // 4)
         lens = self.ref(s, lengths) if lengths is not None else None
         if lengths is not None:
             for j in range(ny):
                 if j in outs:
                     dt = self.mod.store(g.type(outs[j]).dtype)
-                    self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(product(g.type(outs[j]).shape))],
-                             extras=[(literal(0, dt), dt)])
+                    size = product(g.type(outs[j]).shape)
+                    self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(size)], extras=[(literal(0, dt), dt)],
+                             work=size // 4)
         self.body.append(f"{ind}for {k} in range({T}):")
         self.pending = "loop"  # the first call of an iteration meets the end of the last one
         ind2 = ind + "    "
@@ -608,7 +629,8 @@ class _Function:
         def move(kind, dst, src, shape):
             geo = [pre(shape), T, post(shape)]
             if lengths is None:
-                self.lib(ind2, f"scan_{kind}", [dst, src], ints=geo, extras=[("pos", "i64")])
+                self.lib(ind2, f"scan_{kind}", [dst, src], ints=geo, extras=[("pos", "i64")],
+                         work=product(list(shape[:axis]) + list(shape[axis + 1:])) // 4)
             else:
                 self.lib(ind2, f"scan_{kind}_lengths", [dst, src, lens], ints=geo + [batch, rev], extras=[(k, "i64")])
         for i, sq in enumerate(seqs):
@@ -623,11 +645,11 @@ class _Function:
             new = body.outputs[i][1]
             if bs.root(new) == bs.root(body.inputs[ns + i]):
                 continue
-            size = self.D(product(body.type(new).shape))
+            size = product(body.type(new).shape)
             if lengths is None:
-                self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[size])
+                self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[self.D(size)], work=size // 4)
             else:
-                self.lib(ind2, "scan_carry_lengths", [carries[i], self.ref(bs, new), lens], ints=[size, batch],
+                self.lib(ind2, "scan_carry_lengths", [carries[i], self.ref(bs, new), lens], ints=[self.D(size), batch],
                          extras=[(k, "i64")])
         self.pending = "loop"
 
@@ -719,7 +741,7 @@ class _Fused:
             loops = [f"for i in range({self.size}):"] if self.flat else \
                 [f"for i{q} in range({self.n[q]}):" for q in range(self.r)]
             if self.r:  # every index is written once: threads split the outer loop
-                self.work = product(list(self.dom))
+                self.work = product(list(self.dom)) * len(self.members)
                 lines.append(f.share(k, self.n[0], self.work))
                 loops[0] = f"for {self.iv[0]} in range(lo, hi):"
             lines += ["    " * q + x for q, x in enumerate(loops)]
@@ -743,7 +765,7 @@ class _Fused:
         for depth, q in enumerate(kept):
             lines.append("    " * depth + f"for i{q} in range({self.n[q]}):")
         if kept:  # each kept index is one result: threads split the outer one
-            self.work = product(list(self.dom))
+            self.work = product(list(self.dom)) * len(self.members)
             lines[-len(kept):-len(kept) + 1 or None] = [f.share(k, self.n[kept[0]], self.work),
                                                         f"for i{kept[0]} in range(lo, hi):"]
         ind = "    " * len(kept)

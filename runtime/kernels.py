@@ -84,15 +84,19 @@ def sum_run(src, s, n):
     return acc
 
 
+# Copies, fills and a scan's moves take a thread's share (tid, nt, S: see share at the end).
 @njit(cache=True, error_model="numpy")
-def copy(dst, src, T, r):
-    _copy_run(dst, T[r], src, T[r + 1], 1, T[r + 2])
+def copy(dst, src, T, r, tid, nt, S):
+    n = np.uint64(T[r + 2])
+    lo, hi = share(n, n // np.uint64(4), tid, nt, S)  # an element copied is a quarter of a kernel's
+    _copy_run(dst, np.uint64(T[r]) + lo, src, np.uint64(T[r + 1]) + lo, 1, hi - lo)
 
 
 @njit(cache=True, error_model="numpy")
-def fill(dst, T, r, value):
+def fill(dst, T, r, value, tid, nt, S):
     do, n = np.uint64(T[r]), np.uint64(T[r + 1])
-    for i in range(n):
+    lo, hi = share(n, n // np.uint64(4), tid, nt, S)
+    for i in range(lo, hi):
         dst[do + i] = value
 
 
@@ -101,17 +105,24 @@ def fill(dst, T, r, value):
 
 # ---- scan: one step of a sequence [pre, steps, post] (flattened around the scanned axis) in and out
 @njit(cache=True, error_model="numpy")
-def scan_extract(dst, src, T, r, p):
-    do, so, pre, steps, post = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
-    for a in range(pre):
-        _copy_run(dst, do + a * post, src, so + (a * steps + p) * post, 1, post)
+def _scan_row(T, r):
+    return np.uint64(T[r]), np.uint64(T[r + 1]), np.uint64(T[r + 2]), np.uint64(T[r + 3]), np.uint64(T[r + 4])
 
 
 @njit(cache=True, error_model="numpy")
-def scan_insert(dst, src, T, r, p):
-    do, so, pre, steps, post = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4]
-    for a in range(pre):
-        _copy_run(dst, do + (a * steps + p) * post, src, so + a * post, 1, post)
+def scan_extract(dst, src, T, r, p, tid, nt, S):
+    do, so, pre, steps, post = _scan_row(T, r)
+    lo, hi = share(pre, pre * post // np.uint64(4), tid, nt, S)
+    for a in range(lo, hi):
+        _copy_run(dst, do + a * post, src, so + (a * steps + np.uint64(p)) * post, 1, post)
+
+
+@njit(cache=True, error_model="numpy")
+def scan_insert(dst, src, T, r, p, tid, nt, S):
+    do, so, pre, steps, post = _scan_row(T, r)
+    lo, hi = share(pre, pre * post // np.uint64(4), tid, nt, S)
+    for a in range(lo, hi):
+        _copy_run(dst, do + (a * steps + np.uint64(p)) * post, src, so + a * post, 1, post)
 
 
 @njit(cache=True, error_model="numpy")
