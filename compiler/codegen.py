@@ -92,6 +92,7 @@ class Program:
     # per call that splits across threads: its work as a Dim (runtime/kernels.py's share weighs it against
     # GRAIN); the runner starts a team of threads only when these add up (see runtime/compiled.py)
     shared_work: list = field(default_factory=list)
+    workspaces: list = field(default_factory=list)  # buffers (O entries) that hold one workspace per thread
     prof: object = None  # seconds per call, when the module was generated with profile=True
 
 
@@ -322,7 +323,7 @@ class _Function:
                 node = next(m for m, (k_, a) in s.storage.items() if k_ == "persist" and a == key)
                 self.body.append(f"    # new {comment(key)}")
                 size = product(g.type(n).shape)
-                self.lib("    ", "copy", [self.persist_ref(key, g, node), self.ref(s, n)], ints=[self.D(size)], work=size // 4)
+                self.lib("    ", "copy", [self.persist_ref(key, g, node), self.ref(s, n)], ints=[self.D(size)], work=size)
         args = [f"x{i}" for i in range(len(self.inputs))] + [f"P_{d}" for d in STORE] + [f"A_{d}" for d in STORE]
         prof = ", PROF" if self.mod.profile else ""
         # nogil: a team's threads run the function at once (a profile's clock reads need the lock)
@@ -495,17 +496,25 @@ class _Function:
             dil = two(_per_axis(a.get("dilation", 1), nsp, "dilation"), 1)
             ints = dims4(ins[0]) + dims4(ins[1]) + dims4(n) + [self.D(v) for v in stride + pad + dil]
             ws = (f"A_{self.mod.store(g.type(n).dtype)}", f"O[{it.workspace}]")
-            images, _, layout = conv_plan(g, it)
+            images, size, layout = conv_plan(g, it)
+            self.program.workspaces.append(it.workspace)  # one per thread: threads split the images
+            # multiply-adds / 8, as a product's
+            work = product(list(g.type(ins[0] if it.kind == "conv_transpose" else n).shape) +
+                           list(g.type(ins[1]).shape[1:])) // 8
             self.lib(ind, CONV_KERNEL[layout], refs([ins[0], ins[1], n]) + [ws],
-                     ints=ints + [self.D(a.get("groups", 1)), self.D(images), self.D(layout)])
+                     ints=ints + [self.D(a.get("groups", 1)), self.D(images), self.D(layout), self.D(size),
+                                  self.D(work)], work=work)
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)
         geo = [self.D(v) for v in two(kk, 1) + two(stride, 1) + two(pad, 0)]
+        work = product(list(g.type(ins[0]).shape))  # threads split the images
         if it.kind == "max_pool_grad":
-            self.lib(ind, "max_pool_grad2d", refs(ins + [n]), ints=dims4(ins[0]) + dims4(ins[1]) + geo)
+            self.lib(ind, "max_pool_grad2d", refs(ins + [n]), ints=dims4(ins[0]) + dims4(ins[1]) + geo + [self.D(work)],
+                     work=work)
         else:
-            self.lib(ind, it.kind + "2d", refs([ins[0], n]), ints=dims4(ins[0]) + dims4(n) + geo)
+            self.lib(ind, it.kind + "2d", refs([ins[0], n]), ints=dims4(ins[0]) + dims4(n) + geo + [self.D(work)],
+                     work=work)
 
     # ---- movement items, by flat index arithmetic
     def _shape_params(self, k: _Kernel, shape, tag):
@@ -603,9 +612,9 @@ class _Function:
             lit = self.inline(s, c)
             if lit is not None:
                 self.lib(ind, "fill", [carries[i]], ints=[self.D(size)], extras=[(lit, self.mod.store(g.type(c).dtype))],
-                         work=size // 4)
+                         work=size)
             else:
-                self.lib(ind, "copy", [carries[i], self.ref(s, c)], ints=[self.D(size)], work=size // 4)
+                self.lib(ind, "copy", [carries[i], self.ref(s, c)], ints=[self.D(size)], work=size)
         lens = self.ref(s, lengths) if lengths is not None else None
         if lengths is not None:
             for j in range(ny):
@@ -613,7 +622,7 @@ class _Function:
                     dt = self.mod.store(g.type(outs[j]).dtype)
                     size = product(g.type(outs[j]).shape)
                     self.lib(ind, "fill", [self.ref(s, outs[j])], ints=[self.D(size)], extras=[(literal(0, dt), dt)],
-                             work=size // 4)
+                             work=size)
         self.body.append(f"{ind}for {k} in range({T}):")
         self.pending = "loop"  # the first call of an iteration meets the end of the last one
         ind2 = ind + "    "
@@ -630,7 +639,7 @@ class _Function:
             geo = [pre(shape), T, post(shape)]
             if lengths is None:
                 self.lib(ind2, f"scan_{kind}", [dst, src], ints=geo, extras=[("pos", "i64")],
-                         work=product(list(shape[:axis]) + list(shape[axis + 1:])) // 4)
+                         work=product(list(shape[:axis]) + list(shape[axis + 1:])))
             else:
                 self.lib(ind2, f"scan_{kind}_lengths", [dst, src, lens], ints=geo + [batch, rev], extras=[(k, "i64")])
         for i, sq in enumerate(seqs):
@@ -647,7 +656,7 @@ class _Function:
                 continue
             size = product(body.type(new).shape)
             if lengths is None:
-                self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[self.D(size)], work=size // 4)
+                self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[self.D(size)], work=size)
             else:
                 self.lib(ind2, "scan_carry_lengths", [carries[i], self.ref(bs, new), lens], ints=[self.D(size), batch],
                          extras=[(k, "i64")])

@@ -246,15 +246,18 @@ class Compiled:
         got = self.arenas.get(key)
         if got is None:
             D = np.array([_int(d, bindings) for d in prog.dims] or [0], dtype=np.int64)
+            shared = sum(w for w in (_int(d, bindings) for d in prog.shared_work) if w >= GRAIN)
+            team = team_for(shared) if not self.gen.profile else None
             bufs = prog.schedule.buffers
-            plan = plan_memory(bufs, lambda b: _int(b.size, bindings), lambda b: self.gen.store(b.dtype))
+            per_thread = {id(bufs[i]) for i in prog.workspaces}
+            copies = team.size if team is not None else 1
+            plan = plan_memory(bufs, lambda b: _int(b.size, bindings) * (copies if id(b) in per_thread else 1),
+                               lambda b: self.gen.store(b.dtype))
             A = {dt: np.zeros(max(plan.sizes.get(dt, 0), 1), dtype=_NP[dt]) for dt in STORE}
             O = np.array(plan.offsets or [0], dtype=np.int64)
             tables = {"D": D, "O": O, "Q": self.Q}
             T = np.array([tables[kind][i] for kind, i in prog.table] or [0], dtype=np.int64)
             R = np.array(prog.rows or [0], dtype=np.int64)
-            shared = sum(w for w in (_int(d, bindings) for d in prog.shared_work) if w >= GRAIN)
-            team = team_for(shared) if not self.gen.profile else None
             got = self.arenas[key] = (D, O, A, plan, T, R, team)
         return got
 

@@ -88,14 +88,14 @@ def sum_run(src, s, n):
 @njit(cache=True, error_model="numpy")
 def copy(dst, src, T, r, tid, nt, S):
     n = np.uint64(T[r + 2])
-    lo, hi = share(n, n // np.uint64(4), tid, nt, S)  # an element copied is a quarter of a kernel's
+    lo, hi = share(n, n, tid, nt, S)
     _copy_run(dst, np.uint64(T[r]) + lo, src, np.uint64(T[r + 1]) + lo, 1, hi - lo)
 
 
 @njit(cache=True, error_model="numpy")
 def fill(dst, T, r, value, tid, nt, S):
     do, n = np.uint64(T[r]), np.uint64(T[r + 1])
-    lo, hi = share(n, n // np.uint64(4), tid, nt, S)
+    lo, hi = share(n, n, tid, nt, S)
     for i in range(lo, hi):
         dst[do + i] = value
 
@@ -112,7 +112,7 @@ def _scan_row(T, r):
 @njit(cache=True, error_model="numpy")
 def scan_extract(dst, src, T, r, p, tid, nt, S):
     do, so, pre, steps, post = _scan_row(T, r)
-    lo, hi = share(pre, pre * post // np.uint64(4), tid, nt, S)
+    lo, hi = share(pre, pre * post, tid, nt, S)
     for a in range(lo, hi):
         _copy_run(dst, do + a * post, src, so + (a * steps + np.uint64(p)) * post, 1, post)
 
@@ -120,7 +120,7 @@ def scan_extract(dst, src, T, r, p, tid, nt, S):
 @njit(cache=True, error_model="numpy")
 def scan_insert(dst, src, T, r, p, tid, nt, S):
     do, so, pre, steps, post = _scan_row(T, r)
-    lo, hi = share(pre, pre * post // np.uint64(4), tid, nt, S)
+    lo, hi = share(pre, pre * post, tid, nt, S)
     for a in range(lo, hi):
         _copy_run(dst, do + (a * steps + np.uint64(p)) * post, src, so + a * post, 1, post)
 
@@ -232,6 +232,14 @@ def _conv_row(T, r):
 
 
 @njit(cache=True, error_model="numpy")
+def _my_images(T, r, N, wso, tid, nt, S):
+    """A window kernel's images [lo, hi) for thread tid, and the start of its workspace: each thread has
+    its own (T[r + 25] elements; the arena holds one per thread), T[r + 26] the kernel's work."""
+    lo, hi = share(np.uint64(N), np.uint64(T[r + 26]), tid, nt, S)
+    return np.int64(lo), np.int64(hi), wso + tid * T[r + 25]
+
+
+@njit(cache=True, error_model="numpy")
 def _pad_planes(dst, d0, src, s0, planes, H, W, ph, pw):
     """Consecutive [H, W] planes of src from s0, into dst from d0 as [H + 2ph, W + 2pw] planes with zero
     borders."""
@@ -259,15 +267,16 @@ def _wide_cols(cols, c0, src, s0, m, C, c_first, cg, kh, kw, dh, dw, Hp, Wp, Q):
 
 
 @njit(cache=True, error_model="numpy")
-def conv2d_wide(xa, wa, oa, wsa, T, r):
+def conv2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
     """conv2d with stride 1: out[k, oh, ow] is column oh * Wp + ow of a GEMM whose column rows are whole
     runs of the padded input (_wide_cols), the columns between output rows (ow >= OW) computed and
     dropped. Runs of OH * Wp elements copy several times faster than im2col's runs of OW."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     Q, kg, rows, P = OH * Wp, K // groups, cg * kh * kw, OH * OW
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    for n0 in range(lo, hi, nb):
+        m = min(nb, hi - n0)
         res0, pad0 = wso + rows * m * Q, wso + (rows + kg) * m * Q
         cols = wsa[wso:res0].reshape((rows, m * Q))
         res = wsa[res0:pad0].reshape((kg, m * Q))
@@ -319,13 +328,16 @@ def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L):
 
 
 @njit(cache=True, error_model="numpy")
-def conv2d_wide_filter(xa, wa, oa, wsa, T, r):
+def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
     """conv2d with a filter wider than its output, dilation 1, one group (a filter's gradient): the filter
     widened to rows of Wp with zeros is contracted with runs of whole padded input rows. The zeros meet
     input values outside the window, so an inf there gives NaN where the reference would not."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L, UV = kh * Wp, OH * OW
+    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    if lo == hi:
+        return
     cols0 = wso + K * C * L
     for k in range(K):
         for c in range(C):
@@ -334,8 +346,8 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r):
                 _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
                 _zero_run(wsa, d + kw, Wp - kw)
     wide = wsa[wso:cols0].reshape((K, C * L))
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    for n0 in range(lo, hi, nb):
+        m = min(nb, hi - n0)
         res0 = cols0 + m * UV * C * L
         pad0 = res0 + K * m * UV
         if ph > 0 or pw > 0:
@@ -348,16 +360,17 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r):
 
 
 @njit(cache=True, error_model="numpy")
-def conv2d(xa, wa, oa, wsa, T, r):
+def conv2d(xa, wa, oa, wsa, T, r, tid, nt, S):
     """out [N, K, OH, OW] = x [N, C, H, W] correlated with w [K, C/groups, KH, KW]: im2col of a chunk of
     nb images (T[r + 23]) and one GEMM per chunk and group, the columns laid out as T[r + 24] says
     (compiler/schedule.py's CONV_ALONG_OUTPUT or CONV_ALONG_FILTER)."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     along_filter = T[r + 24] == 1
     kg, rows, P = K // groups, cg * kh * kw, OH * OW
+    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
     res0 = wso + rows * nb * P
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    for n0 in range(lo, hi, nb):
+        m = min(nb, hi - n0)
         for g in range(groups):
             wg = wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows))
             x0 = xo + (n0 * C + g * cg) * H * W
@@ -394,7 +407,7 @@ def _add_tap(oa, o0, src, s0, H, W, OH, OW, i, j, sh, sw, ph, pw, dh, dw, scale)
 
 
 @njit(cache=True, error_model="numpy")
-def conv_transpose2d_wide(xa, wa, oa, wsa, T, r):
+def conv_transpose2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
     """conv_transpose2d with stride 1: the input's rows are widened with zeros to the padded output's
     width Wb, so that each filter tap's columns add into the padded output as one run per plane; the pad
     is cropped at the end."""
@@ -402,8 +415,9 @@ def conv_transpose2d_wide(xa, wa, oa, wsa, T, r):
     cg, rows = C // groups, kg * kh * kw
     Hb, Wb = max(H + dh * (kh - 1), OH + ph), max(W + dw * (kw - 1), OW + pw)
     Q, HbWb = H * Wb, Hb * Wb
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    for n0 in range(lo, hi, nb):
+        m = min(nb, hi - n0)
         xg0 = wso + rows * m * Q
         out0 = xg0 + cg * m * Q
         cols = wsa[wso:xg0].reshape((rows, m * Q))
@@ -432,14 +446,15 @@ def conv_transpose2d_wide(xa, wa, oa, wsa, T, r):
 
 
 @njit(cache=True, error_model="numpy")
-def conv_transpose2d_depthwise(xa, wa, oa, wsa, T, r):
+def conv_transpose2d_depthwise(xa, wa, oa, wsa, T, r, tid, nt, S):
     """conv_transpose2d with one channel in and out per group (avg_pool's gradient): each filter tap's
     plane is added directly, no GEMM."""
     xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     HW, OP = H * W, OH * OW
-    _zero_run(oa, oo, N * K * OP)
+    lo, hi, _ = _my_images(T, r, N, wso, tid, nt, S)
+    _zero_run(oa, oo + lo * K * OP, (hi - lo) * K * OP)
     pairs = kw == 2 and sw == 2 and dw == 1 and pw == 0 and OW >= 2 * W  # a 2-wide pool's gradient
-    for n in range(N):
+    for n in range(lo, hi):
         for c in range(C):
             for i in range(kh):
                 if pairs:
@@ -467,14 +482,15 @@ def _add_tap_pair(oa, o0, src, s0, H, W, OH, OW, i, sh, ph, dh, w0, w1):
 
 
 @njit(cache=True, error_model="numpy")
-def conv_transpose2d(xa, wa, oa, wsa, T, r):
+def conv_transpose2d(xa, wa, oa, wsa, T, r, tid, nt, S):
     """out [N, K, OH, OW] = the adjoint of conv2d: x [N, C, H, W], w [C, K/groups, KH, KW]. One GEMM per
     chunk of nb images and group gives the columns, which col2im adds into the output."""
     xo, wo, oo, wso, N, C, H, W, K, kg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     cg, rows, HW, OP = C // groups, kg * kh * kw, H * W, OH * OW
-    _zero_run(oa, oo, N * K * OP)
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    _zero_run(oa, oo + lo * K * OP, (hi - lo) * K * OP)
+    for n0 in range(lo, hi, nb):
+        m = min(nb, hi - n0)
         cols = wsa[wso:wso + rows * m * HW].reshape((rows, m * HW))
         for g in range(groups):
             wg = wa[wo + g * cg * rows:wo + (g + 1) * cg * rows].reshape((cg, rows))
@@ -498,14 +514,15 @@ def conv_transpose2d(xa, wa, oa, wsa, T, r):
 
 
 @njit(cache=True, error_model="numpy")
-def _pool2d(xa, oa, T, r, is_max):
+def _pool2d(xa, oa, T, r, is_max, tid, nt, S):
     """Max or average over each window, a whole output row per window tap (no test per element inside the
     loop over the row). The average is over the window's part inside the padded input (count_include_pad,
     as the reference)."""
     xo, oo, N, C, H, W, OH, OW = T[r], T[r + 1], T[r + 2], T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
     kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
     st = np.uint64(sw)
-    for p in range(N * C):
+    lo, hi = share(np.uint64(N), np.uint64(T[r + 16]), tid, nt, S)
+    for p in range(np.int64(lo) * C, np.int64(hi) * C):
         for oh in range(OH):
             o = oo + (p * OH + oh) * OW
             if is_max:
@@ -539,17 +556,17 @@ def _pool2d(xa, oa, T, r, is_max):
 
 
 @njit(cache=True, error_model="numpy")
-def max_pool2d(xa, oa, T, r):
-    _pool2d(xa, oa, T, r, True)
+def max_pool2d(xa, oa, T, r, tid, nt, S):
+    _pool2d(xa, oa, T, r, True, tid, nt, S)
 
 
 @njit(cache=True, error_model="numpy")
-def avg_pool2d(xa, oa, T, r):
-    _pool2d(xa, oa, T, r, False)
+def avg_pool2d(xa, oa, T, r, tid, nt, S):
+    _pool2d(xa, oa, T, r, False, tid, nt, S)
 
 
 @njit(cache=True, error_model="numpy")
-def max_pool_grad2d(xa, oa, ga, gxa, T, r):
+def max_pool_grad2d(xa, oa, ga, gxa, T, r, tid, nt, S):
     """Each window's cotangent goes to the first element (in scan order) equal to its maximum."""
     xo, oo, go, gxo = T[r], T[r + 1], T[r + 2], T[r + 3]
     N, C, H, W, OH, OW = T[r + 4], T[r + 5], T[r + 6], T[r + 7], T[r + 10], T[r + 11]
@@ -558,8 +575,9 @@ def max_pool_grad2d(xa, oa, ga, gxa, T, r):
     out = oa[oo:oo + N * C * OH * OW].reshape((N, C, OH, OW))
     g = ga[go:go + N * C * OH * OW].reshape((N, C, OH, OW))
     gx = gxa[gxo:gxo + N * C * H * W].reshape((N, C, H, W))
-    gx[:] = 0
-    for n in range(N):
+    lo, hi = share(np.uint64(N), np.uint64(T[r + 18]), tid, nt, S)
+    gx[np.int64(lo):np.int64(hi)] = 0
+    for n in range(np.int64(lo), np.int64(hi)):
         for c in range(C):
             for oh in range(OH):
                 for ow in range(OW):

@@ -218,11 +218,14 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
 ]
 
 
-@pytest.mark.parametrize("chunk,images", [(1 << 20, None), (1, 1), (3700, "partial")],
-                         ids=["whole-batch", "one-image", "small-chunks"])
-def test_convolution_paths_match_the_reference(chunk, images, monkeypatch):
+@pytest.mark.parametrize("chunk,images,threads", [(1 << 20, None, 1), (1, 1, 1), (3700, "partial", 1), (3700, "partial", 3)],
+                         ids=["whole-batch", "one-image", "small-chunks", "small-chunks-3-threads"])
+def test_convolution_paths_match_the_reference(chunk, images, threads, monkeypatch):
+    """Threads split the images, each in chunks of its own workspace."""
     from compiler import schedule
     monkeypatch.setattr(schedule, "CONV_CHUNK", chunk)
+    if threads > 1:
+        _team(monkeypatch, threads)
     g = Graph(f"convs{chunk}")
     e = Emitter(g, None, "t")
     r = np.random.default_rng(5)
@@ -246,7 +249,7 @@ def test_convolution_paths_match_the_reference(chunk, images, monkeypatch):
         partial = {c[4] for nb, b, c in zip(nbs, batch, _CONVS) if 1 < nb < b and b % nb}
         assert partial >= {"CONV_WIDE", "CONV_ALONG_OUTPUT", "CONV_T_GEMM", "CONV_T_WIDE"}, (nbs, partial)
     want = interpreter.run(g, feeds, float_dtype=np.float64, outputs=[n for n, _ in g.outputs])
-    got = compiled.run(g, feeds, float_dtype=np.float64)
+    got = _run_twice(g, feeds, np.float64)
     for name, _ in g.outputs:
         try:
             _close(got[name], want[name], 1e-10)
