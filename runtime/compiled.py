@@ -403,7 +403,7 @@ class Team:
     thread calls it for its own block: OpenBLAS's threads would spin against ours."""
 
     def __init__(self, size: int):
-        self.size = size
+        self.size, self.pid = size, os.getpid()
         # S: threads at the barrier, the barrier's generation (only ever grows: a thread may still be
         # leaving the last barrier when the next call starts), a thread failed, the grain
         self.S = np.zeros(4, dtype=np.int64)
@@ -469,7 +469,7 @@ def team_for(work: int):
     if n < 2 or work < TEAM_WORK or _blas_threads() is None:
         return None
     team = _TEAMS.get(n)
-    if team is None:
+    if team is None or team.pid != os.getpid():  # a forked process has none of its parent's threads
         team = _TEAMS[n] = Team(n)
     return team
 

@@ -313,15 +313,16 @@ def _scatter_transposed(oa, o0, image, src, s0, m, K, P):
 
 
 @njit(cache=True, error_model="numpy")
-def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L):
+def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L, c_lo, c_hi):
     """Columns [(b, u, v), (c, q)] for a filter wider than its output: output (u, v) of image b reads
-    src[plane c + u*sh*Wp + v*sw:][:L], L = kh * Wp, cut short (and zero-filled) at the plane's end."""
+    src[plane c + u*sh*Wp + v*sw:][:L], L = kh * Wp, cut short (and zero-filled) at the plane's end;
+    channels c_lo to c_hi."""
     for b in range(m):
         for u in range(OH):
             for v in range(OW):
                 s = u * sh * Wp + v * sw
                 n = min(L, Hp * Wp - s)
-                for c in range(C):
+                for c in range(c_lo, c_hi):
                     d = c0 + (((b * OH + u) * OW + v) * C + c) * L
                     _copy_run(cols, d, src, s0 + (b * C + c) * Hp * Wp + s, 1, n)
                     _zero_run(cols, d + n, L - n)
@@ -335,6 +336,9 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L, UV = kh * Wp, OH * OW
+    if N < nt and T[r + 26] >= S[3]:  # fewer images than threads: they share each step of each chunk
+        _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S)
+        return
     lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
     if lo == hi:
         return
@@ -352,11 +356,54 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
         pad0 = res0 + K * m * UV
         if ph > 0 or pw > 0:
             _pad_planes(wsa, pad0, xa, xo + n0 * C * H * W, m * C, H, W, ph, pw)
-            _wide_filter_cols(wsa, cols0, wsa, pad0, m, C, OH, OW, sh, sw, Hp, Wp, L)
+            _wide_filter_cols(wsa, cols0, wsa, pad0, m, C, OH, OW, sh, sw, Hp, Wp, L, 0, C)
         else:
-            _wide_filter_cols(wsa, cols0, xa, xo + n0 * C * H * W, m, C, OH, OW, sh, sw, Hp, Wp, L)
+            _wide_filter_cols(wsa, cols0, xa, xo + n0 * C * H * W, m, C, OH, OW, sh, sw, Hp, Wp, L, 0, C)
         np.dot(wsa[cols0:res0].reshape((m * UV, C * L)), wide.T, wsa[res0:pad0].reshape((m * UV, K)))
         _scatter_transposed(oa, oo + n0 * K * UV, K * UV, wsa, res0, m, K, UV)
+
+
+@njit(cache=True, error_model="numpy")
+def _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S):
+    """conv2d_wide_filter with all threads on each chunk (the first input layer's filter gradient has one
+    image, its input channel): they split the widened filter by output channel, the columns by channel,
+    the product by rows, and meet between; one workspace."""
+    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L, UV = kh * Wp, OH * OW
+    cols0 = wso + K * C * L
+    k_lo, k_hi = share(np.uint64(K), np.uint64(S[3]), tid, nt, S)
+    for k in range(np.int64(k_lo), np.int64(k_hi)):
+        for c in range(C):
+            for a in range(kh):
+                d = wso + (k * C + c) * L + a * Wp
+                _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
+                _zero_run(wsa, d + kw, Wp - kw)
+    wide = wsa[wso:cols0].reshape((K, C * L))
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        res0 = cols0 + m * UV * C * L
+        pad0 = res0 + K * m * UV
+        c_lo, c_hi = share(np.uint64(C), np.uint64(S[3]), tid, nt, S)
+        c_lo, c_hi = np.int64(c_lo), np.int64(c_hi)
+        src, s0 = xa, xo + n0 * C * H * W
+        if ph > 0 or pw > 0:
+            for b in range(m):  # this thread's channels of each image
+                _pad_planes(wsa, pad0 + (b * C + c_lo) * Hp * Wp, xa, xo + ((n0 + b) * C + c_lo) * H * W, c_hi - c_lo,
+                            H, W, ph, pw)
+            src, s0 = wsa, pad0
+        _wide_filter_cols(wsa, cols0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L, c_lo, c_hi)
+        if barrier(S, nt):
+            return
+        lo, hi = share(np.uint64(m * UV), np.uint64(S[3]), tid, nt, S)
+        lo, hi = np.int64(lo), np.int64(hi)
+        if hi > lo:
+            np.dot(wsa[cols0 + lo * C * L:cols0 + hi * C * L].reshape((hi - lo, C * L)), wide.T,
+                   wsa[res0 + lo * K:res0 + hi * K].reshape((hi - lo, K)))
+        if barrier(S, nt):
+            return
+        if tid == 0:
+            _scatter_transposed(oa, oo + n0 * K * UV, K * UV, wsa, res0, m, K, UV)
 
 
 @njit(cache=True, error_model="numpy")

@@ -208,6 +208,8 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
     ((3, 4, 8, 8), (4, 2, 3, 7), dict(stride=[1, 1], pad=[1, 0], dilation=[2, 1], groups=2), False, "CONV_ALONG_FILTER"),
     ((5, 4, 7, 9), (6, 2, 3, 3), dict(stride=[1, 1], pad=[1, 2], dilation=[2, 1], groups=2), False, "CONV_WIDE"),
     ((3, 4, 11, 11), (5, 4, 6, 7), dict(stride=[2, 2], pad=[1, 1], round="floor"), False, "CONV_WIDE_FILTER"),
+    # fewer images than a team of 3: the threads share each chunk (a first layer's filter gradient)
+    ((2, 5, 9, 9), (3, 5, 7, 7), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE_FILTER"),
     ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_WIDE"),
     ((3, 2, 5, 4), (256, 2, 2, 2), dict(stride=[1, 1]), False, "CONV_WIDE"),  # 256 channels: the other GEMM order
     ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True, "CONV_T_GEMM"),

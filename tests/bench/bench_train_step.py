@@ -415,7 +415,7 @@ def dlc_params(name: str) -> tuple[int | None, str]:
 
 def thread_env(threads: int) -> dict:
     env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "DLC_NUM_THREADS"):
         env[var] = str(threads)
     env.pop("DLC_TARGET", None)
     return env
@@ -628,7 +628,7 @@ def header(a) -> str:
         f"dlc {__version__} at {git.stdout.strip() or '?'}" + (" (uncommitted changes in compiler/runtime/dsl/zoo)" if dirty else ""),
         *(["PYTHONDONTWRITEBYTECODE is set: imports compile every module from source (no .pyc written)"]
           if os.environ.get("PYTHONDONTWRITEBYTECODE") else []),
-        (f"threads {a.threads} (torch.set_num_threads; OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS for both), Adam lr {LR} "
+        (f"threads {a.threads} (torch.set_num_threads; OPENBLAS/OMP/MKL/NUMBA/DLC_NUM_THREADS for both), Adam lr {LR} "
          f"eps {ADAM_EPS}, float32, {a.warmup} warm-up + {a.steps} timed steps in {a.rounds} alternating rounds"),
     ])
 
