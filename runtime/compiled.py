@@ -432,7 +432,8 @@ class Team:
     def run(self, fn, args: tuple):
         get, put = _blas_threads()
         with self._lock:
-            self.S[2], self.S[3] = 0, GRAIN
+            # threads that left a barrier because another failed had counted themselves in
+            self.S[0], self.S[2], self.S[3] = 0, 0, GRAIN
             self._job = (fn, args)
             self._posted += self.size - 1
             before = get()

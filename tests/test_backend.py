@@ -339,6 +339,50 @@ def test_a_failing_thread_stops_the_team(monkeypatch):
     assert ok and outs["total"] == table_v[0].sum() * 4
 
 
+def test_a_team_meets_correctly_after_a_failure():
+    """A thread that fails leaves the others inside a barrier they had counted themselves into; the next
+    call starts with a clean count (else its first barrier lets one thread through alone)."""
+    import threading
+
+    from numba import njit
+
+    from runtime.kernels import barrier
+
+    @njit(nogil=True)
+    def fail(out, tid, nt, S):
+        if tid == nt - 1:
+            raise IndexError("thread failed")
+        barrier(S, nt)
+        return True
+
+    @njit(nogil=True)
+    def count(out, tid, nt, S):  # each thread adds 1 to its part, then checks everyone's
+        for r in range(200):
+            n = out.size
+            for i in range(n * tid // nt, n * (tid + 1) // nt):
+                out[i] += 1
+            if barrier(S, nt):
+                return False
+            for i in range(n):
+                if out[i] != r + 1:
+                    return False
+            if barrier(S, nt):
+                return False
+        return True
+
+    team = compiled.Team(2)
+    out = np.zeros(64, np.int64)
+    for _ in range(3):
+        with pytest.raises(IndexError, match="thread failed"):
+            team.run(fail, (out,))
+        out[:] = 0
+        result = []
+        runner = threading.Thread(target=lambda: result.append(team.run(count, (out,))), daemon=True)
+        runner.start()
+        runner.join(60)
+        assert result == [True], "the team's threads did not meet at each barrier together"
+
+
 def _check_zoo_steps(name, sets, cases):
     for fd, opt, rtol in cases:
         step, values, feeds, outs = _zoo_step(name, sets, opt)
