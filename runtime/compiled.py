@@ -14,7 +14,6 @@ the same model at once each see a whole file."""
 from __future__ import annotations
 
 import ctypes
-import glob
 import hashlib
 import importlib.util
 import os
@@ -36,7 +35,7 @@ from compiler.schedule import plan_memory, schedule
 from dsl.loader import cache_dir, cache_name, write_atomic
 
 from .interpreter import RunError, bind_inputs
-from .kernels import GRAIN
+from .kernels import GRAIN, _find_openblas
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
 _MASK = (1 << 64) - 1
@@ -377,22 +376,18 @@ def threads() -> int:
 
 @lru_cache(maxsize=1)
 def _blas_threads():
-    """(get, set) of the number of threads of the BLAS that numba calls (scipy's OpenBLAS), or None when
-    that BLAS is not one whose threads can be set."""
-    import scipy
-    here = os.path.dirname(scipy.__file__)
-    for lib in sorted(glob.glob(here + ".libs/*openblas*") + glob.glob(os.path.join(here, ".dylibs", "*openblas*"))):
-        try:
-            dll = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            get = getattr(dll, prefix + "_get_num_threads", None)
-            put = getattr(dll, prefix + "_set_num_threads", None)
-            if get is not None and put is not None:
-                put.argtypes = [ctypes.c_int]
-                return get, put
-    return None
+    """(get, set) of the number of threads of the BLAS that generated code calls (scipy's OpenBLAS, see
+    runtime/kernels.py's gemm), or None when that BLAS is not one whose threads can be set."""
+    found = _find_openblas()
+    if found is None:
+        return None
+    dll, prefix = found
+    get = getattr(dll, prefix + "openblas_get_num_threads", None)
+    put = getattr(dll, prefix + "openblas_set_num_threads", None)
+    if get is None or put is None:
+        return None
+    put.argtypes = [ctypes.c_int]
+    return get, put
 
 
 class Team:

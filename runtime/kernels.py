@@ -8,6 +8,8 @@ generator runs 1-d ones as 2-d with a height of 1. The semantics are those of th
 implementations (compiler/ops.py), which the backend tests compare against."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -278,8 +280,6 @@ def conv2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
         res0, pad0 = wso + rows * m * Q, wso + (rows + kg) * m * Q
-        cols = wsa[wso:res0].reshape((rows, m * Q))
-        res = wsa[res0:pad0].reshape((kg, m * Q))
         if ph > 0 or pw > 0:
             _pad_planes(wsa, pad0, xa, xo + n0 * C * H * W, m * C, H, W, ph, pw)
         for g in range(groups):
@@ -287,13 +287,12 @@ def conv2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
                 _wide_cols(wsa, wso, wsa, pad0, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
             else:
                 _wide_cols(wsa, wso, xa, xo + n0 * C * H * W, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
-            wg = wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows))
             # the product as [(b, q), k] is faster from 6 to 128 output channels, slower at 512
             if kg < 256:
-                np.dot(cols.T, wg.T, wsa[res0:pad0].reshape((m * Q, kg)))
+                gemm(1, 1, m * Q, kg, rows, wsa, wso, m * Q, wa, wo + g * kg * rows, rows, wsa, res0, kg)
                 image, channel, step = Q * kg, 1, kg  # strides of image, channel and position in it
             else:
-                np.dot(wg, cols, res)
+                gemm(0, 0, kg, m * Q, rows, wa, wo + g * kg * rows, rows, wsa, wso, m * Q, wsa, res0, m * Q)
                 image, channel, step = Q, m * Q, 1
             for b in range(m):
                 for k in range(kg):
@@ -349,7 +348,6 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
                 d = wso + (k * C + c) * L + a * Wp
                 _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
                 _zero_run(wsa, d + kw, Wp - kw)
-    wide = wsa[wso:cols0].reshape((K, C * L))
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
         res0 = cols0 + m * UV * C * L
@@ -359,7 +357,7 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
             _wide_filter_cols(wsa, cols0, wsa, pad0, m, C, OH, OW, sh, sw, Hp, Wp, L, 0, C)
         else:
             _wide_filter_cols(wsa, cols0, xa, xo + n0 * C * H * W, m, C, OH, OW, sh, sw, Hp, Wp, L, 0, C)
-        np.dot(wsa[cols0:res0].reshape((m * UV, C * L)), wide.T, wsa[res0:pad0].reshape((m * UV, K)))
+        gemm(0, 1, m * UV, K, C * L, wsa, cols0, C * L, wsa, wso, C * L, wsa, res0, K)
         _scatter_transposed(oa, oo + n0 * K * UV, K * UV, wsa, res0, m, K, UV)
 
 
@@ -379,7 +377,6 @@ def _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S):
                 d = wso + (k * C + c) * L + a * Wp
                 _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
                 _zero_run(wsa, d + kw, Wp - kw)
-    wide = wsa[wso:cols0].reshape((K, C * L))
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         res0 = cols0 + m * UV * C * L
@@ -398,8 +395,7 @@ def _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S):
         lo, hi = share(np.uint64(m * UV), np.uint64(S[3]), tid, nt, S)
         lo, hi = np.int64(lo), np.int64(hi)
         if hi > lo:
-            np.dot(wsa[cols0 + lo * C * L:cols0 + hi * C * L].reshape((hi - lo, C * L)), wide.T,
-                   wsa[res0 + lo * K:res0 + hi * K].reshape((hi - lo, K)))
+            gemm(0, 1, hi - lo, K, C * L, wsa, cols0 + lo * C * L, C * L, wsa, wso, C * L, wsa, res0 + lo * K, K)
         if barrier(S, nt):
             return
         if tid == 0:
@@ -419,26 +415,20 @@ def conv2d(xa, wa, oa, wsa, T, r, tid, nt, S):
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
         for g in range(groups):
-            wg = wa[wo + g * kg * rows:wo + (g + 1) * kg * rows].reshape((kg, rows))
             x0 = xo + (n0 * C + g * cg) * H * W
             if along_filter:
-                cols = wsa[wso:wso + m * P * rows].reshape((m * P, rows))
-                _im2col_t(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1))
-                np.dot(cols, wg.T, wsa[res0:res0 + m * P * kg].reshape((m * P, kg)))
+                _im2col_t(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, wsa[wso:])
+                gemm(0, 1, m * P, kg, rows, wsa, wso, rows, wa, wo + g * kg * rows, rows, wsa, res0, kg)
                 _scatter_transposed(oa, oo + (n0 * K + g * kg) * P, K * P, wsa, res0, m, kg, P)
                 continue
+            _im2col(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, wsa[wso:], m * P)
             if m == 1:  # straight into the output
-                res = oa[oo + (n0 * K + g * kg) * P:oo + (n0 * K + (g + 1) * kg) * P].reshape((kg, P))
-            else:
-                res = wsa[res0:res0 + kg * m * P].reshape((kg, m * P))
-            cols = wsa[wso:wso + rows * m * P].reshape((rows, m * P))
-            _im2col(xa, x0, m, C * H * W, H, W, cg, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, cols.reshape(-1), m * P)
-            np.dot(wg, cols, res)
-            if m > 1:
-                flat = res.reshape(-1)
-                for b in range(m):
-                    for k in range(kg):
-                        _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P, flat, (k * m + b) * P, 1, P)
+                gemm(0, 0, kg, P, rows, wa, wo + g * kg * rows, rows, wsa, wso, P, oa, oo + (n0 * K + g * kg) * P, P)
+                continue
+            gemm(0, 0, kg, m * P, rows, wa, wo + g * kg * rows, rows, wsa, wso, m * P, wsa, res0, m * P)
+            for b in range(m):
+                for k in range(kg):
+                    _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P, wsa, res0 + (k * m + b) * P, 1, P)
 
 
 @njit(cache=True, error_model="numpy", inline="always")  # a call per tap and image costs 3% of LeNet's step
@@ -467,7 +457,6 @@ def conv_transpose2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
         m = min(nb, hi - n0)
         xg0 = wso + rows * m * Q
         out0 = xg0 + cg * m * Q
-        cols = wsa[wso:xg0].reshape((rows, m * Q))
         _zero_run(wsa, out0, m * K * HbWb)
         for g in range(groups):
             for c in range(cg):
@@ -476,8 +465,7 @@ def conv_transpose2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
                         d = xg0 + (c * m + b) * Q + h * Wb
                         _copy_run(wsa, d, xa, xo + (((n0 + b) * C + g * cg + c) * H + h) * W, 1, W)
                         _zero_run(wsa, d + W, Wb - W)
-            wg = wa[wo + g * cg * rows:wo + (g + 1) * cg * rows].reshape((cg, rows))
-            np.dot(wg.T, wsa[xg0:out0].reshape((cg, m * Q)), cols)
+            gemm(1, 0, rows, m * Q, cg, wa, wo + g * cg * rows, rows, wsa, xg0, m * Q, wsa, wso, m * Q)
             for k in range(kg):
                 for i in range(kh):
                     for j in range(kw):
@@ -538,19 +526,17 @@ def conv_transpose2d(xa, wa, oa, wsa, T, r, tid, nt, S):
     _zero_run(oa, oo + lo * K * OP, (hi - lo) * K * OP)
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
-        cols = wsa[wso:wso + rows * m * HW].reshape((rows, m * HW))
         for g in range(groups):
-            wg = wa[wo + g * cg * rows:wo + (g + 1) * cg * rows].reshape((cg, rows))
+            w0 = wo + g * cg * rows
             if m == 1:
-                xg = xa[xo + (n0 * C + g * cg) * HW:xo + (n0 * C + (g + 1) * cg) * HW].reshape((cg, HW))
+                gemm(1, 0, rows, HW, cg, wa, w0, rows, xa, xo + (n0 * C + g * cg) * HW, HW, wsa, wso, HW)
             else:  # the chunk's channels side by side: [cg, (b, h, w)]
-                xg = wsa[wso + rows * m * HW:wso + (rows + cg) * m * HW].reshape((cg, m * HW))
-                flat = xg.reshape(-1)
+                xg0 = wso + rows * m * HW
                 for c in range(cg):
                     for b in range(m):
-                        _copy_run(flat, (c * m + b) * HW, xa, xo + ((n0 + b) * C + g * cg + c) * HW, 1, HW)
-            np.dot(wg.T, xg, cols)
-            flat = cols.reshape(-1)
+                        _copy_run(wsa, xg0 + (c * m + b) * HW, xa, xo + ((n0 + b) * C + g * cg + c) * HW, 1, HW)
+                gemm(1, 0, rows, m * HW, cg, wa, w0, rows, wsa, xg0, m * HW, wsa, wso, m * HW)
+            flat = wsa[wso:]
             for k in range(kg):
                 for i in range(kh):
                     for j in range(kw):
@@ -748,35 +734,86 @@ def barrier(S, nt):
     return _atomic_load(S, 2, 0) != 0
 
 
+def _find_openblas():
+    """The OpenBLAS that scipy ships (scipy.libs/ on Linux, .dylibs/ on macOS), found without importing scipy:
+    (its ctypes library, its symbol prefix) or None."""
+    import ctypes
+    import glob
+    import importlib.util
+    spec = importlib.util.find_spec("scipy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    here = list(spec.submodule_search_locations)[0]
+    for path in sorted(glob.glob(here + ".libs/*openblas*") + glob.glob(os.path.join(here, ".dylibs", "*openblas*"))):
+        try:
+            dll = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            if hasattr(dll, prefix + "sgemm_") and hasattr(dll, prefix + "dgemm_"):
+                return dll, prefix
+    return None
+
+
+def _register_gemm():
+    """Make the symbols dlc_sgemm and dlc_dgemm (Fortran BLAS's gemm, arguments by reference) known to
+    LLVM, so that generated code calls them by name and numba's cache can hold that code. Taken from
+    scipy's OpenBLAS library when it is there: numba's own BLAS glue would import scipy.linalg for its
+    pointer, 0.075 s of a warm start. Else from scipy.linalg.cython_blas, which has the same signature."""
+    import ctypes
+
+    from llvmlite import binding
+    found = _find_openblas()
+    for kind in "sd":
+        if found is not None:
+            dll, prefix = found
+            address = ctypes.cast(getattr(dll, f"{prefix}{kind}gemm_"), ctypes.c_void_p).value
+        else:
+            from scipy.linalg import cython_blas
+            capsule = cython_blas.__pyx_capi__[f"{kind}gemm"]
+            get = ctypes.pythonapi.PyCapsule_GetPointer
+            get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+            name = ctypes.pythonapi.PyCapsule_GetName
+            name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+            address = get(capsule, name(capsule))
+        binding.add_symbol(f"dlc_{kind}gemm", address)
+
+
+_register_gemm()
+
+
 @intrinsic
 def gemm(typingctx, ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
     """Row-major c[co:] (m x n, row stride ldc) = op(a[ao:]) (m x k) @ op(b[bo:]) (k x n), op transposing
-    when ta / tb is true (a then holds k rows of stride lda). Through numba's BLAS glue, as np.dot, but
-    with row strides: a thread's block of rows of a transposed operand is not a contiguous array, which
-    np.dot would copy."""
+    when ta / tb is true (a then holds k rows of stride lda). BLAS with row strides: a thread's block of
+    rows of a transposed operand is not a contiguous array, which np.dot would copy."""
     if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64) and b == a and c == a):
         return None
 
     def codegen(context, builder, signature, args):
-        char, intp = ir.IntType(8), context.get_value_type(types.intp)
-        voidp = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, voidp, voidp, intp, voidp, intp,
-                                                voidp, voidp, intp])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        char, i32 = ir.IntType(8), ir.IntType(32)
+        dt = context.get_value_type(a.dtype)
+        ptr = dt.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [char.as_pointer(), char.as_pointer()] + [i32.as_pointer()] * 3 +
+                               [ptr, ptr, i32.as_pointer(), ptr, i32.as_pointer(), ptr, ptr, i32.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "dlc_sgemm" if a.dtype == types.float32 else "dlc_dgemm")
         vta, vtb, vm, vn, vk, va, vao, vlda, vb, vbo, vldb, vc, vco, vldc = args
 
         def at(arr, ty, off):
-            data = context.make_array(ty)(context, builder, value=arr).data
-            return builder.bitcast(builder.gep(data, [off]), voidp)
-        dt = context.get_value_type(a.dtype)
+            return builder.gep(context.make_array(ty)(context, builder, value=arr).data, [off])
+
+        def ref(value):  # an int, by reference, as Fortran takes it
+            return cgutils.alloca_once_value(builder, builder.trunc(value, i32))
+
+        def flag(t):
+            v = builder.select(builder.icmp_unsigned("!=", t, ir.Constant(t.type, 0)), ir.Constant(char, ord("T")),
+                               ir.Constant(char, ord("N")))
+            return cgutils.alloca_once_value(builder, v)
         alpha = cgutils.alloca_once_value(builder, ir.Constant(dt, 1.0))
         beta = cgutils.alloca_once_value(builder, ir.Constant(dt, 0.0))
-        flag = lambda t: builder.select(builder.icmp_unsigned("!=", t, ir.Constant(t.type, 0)),  # noqa: E731
-                                        ir.Constant(char, ord("t")), ir.Constant(char, ord("n")))
-        kind = ir.Constant(char, ord("s" if a.dtype == types.float32 else "d"))
         # column-major BLAS sees each row-major matrix transposed: c^T = op(b)^T @ op(a)^T
-        builder.call(fn, [kind, flag(vtb), flag(vta), vn, vm, vk, builder.bitcast(alpha, voidp), at(vb, b, vbo), vldb,
-                          at(va, a, vao), vlda, builder.bitcast(beta, voidp), at(vc, c, vco), vldc])
+        builder.call(fn, [flag(vtb), flag(vta), ref(vn), ref(vm), ref(vk), alpha, at(vb, b, vbo), ref(vldb),
+                          at(va, a, vao), ref(vlda), beta, at(vc, c, vco), ref(vldc)])
         return context.get_dummy_value()
     return types.void(ta, tb, types.intp, types.intp, types.intp, a, types.intp, types.intp, b, types.intp,
                       types.intp, c, types.intp, types.intp), codegen
