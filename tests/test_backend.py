@@ -339,6 +339,36 @@ def test_a_failing_thread_stops_the_team(monkeypatch):
     assert ok and outs["total"] == table_v[0].sum() * 4
 
 
+def test_products_without_scipys_openblas_library(tmp_path):
+    """Where scipy's OpenBLAS library is not found on disk, gemm's symbols point into scipy.linalg's
+    cython_blas (the same Fortran signature), and steps run in one thread (no way to keep BLAS's own
+    threads out of the team's way)."""
+    env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               DLC_NUM_THREADS="2")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys, numpy as np
+        sys.path.insert(0, {str(ROOT)!r})
+        find = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "scipy" else find(name, *a)
+        from runtime import compiled
+        print("library", compiled._find_openblas(), "team", compiled.team_for(1 << 40))
+        from numba import njit
+        from runtime.kernels import gemm
+        @njit
+        def product(a, b, c, ta, tb, m, n, k):
+            gemm(ta, tb, m, n, k, a, 0, m if ta else k, b, 0, k if tb else n, c, 0, n)
+        rng = np.random.default_rng(0)
+        for dt in (np.float32, np.float64):
+            a, b = rng.standard_normal((5, 3)).astype(dt), rng.standard_normal((4, 3)).astype(dt)
+            c = np.zeros(20, dt)
+            product(a.ravel(), b.ravel(), c, 0, 1, 5, 4, 3)
+            print(dt.__name__, np.abs(c.reshape(5, 4) - a @ b.T).max() < 1e-5)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["library", "None", "team", "None", "float32", "True", "float64", "True"], out.stdout
+
+
 def test_a_team_meets_correctly_after_a_failure():
     """A thread that fails leaves the others inside a barrier they had counted themselves into; the next
     call starts with a clean count (else its first barrier lets one thread through alone)."""
@@ -440,6 +470,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
         f = m.compiled().module.predict
         print("hits", sum(f.stats.cache_hits.values()), "misses", sum(f.stats.cache_misses.values()))
         print("lowering", "numba.np.arraymath" in sys.modules)  # imported to compile, not to load
+        print("blas glue", "scipy.linalg" in sys.modules or "numba.np.linalg" in sys.modules)  # kernels.gemm
         deferred = "numpy.f2py.crackfortran" not in sys.modules  # runtime/compiled.py kept it from loading
         import numpy.f2py
         print("f2py", deferred, numpy.f2py.get_include().endswith("src"))  # and it still works when used
@@ -450,6 +481,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     assert "hits 1" in second.stdout and "misses 0" in second.stdout
     assert "generated 1" in first.stdout and "generated 0" in second.stdout
     assert "lowering True" in first.stdout and "lowering False" in second.stdout
+    assert "blas glue False" in second.stdout
     assert "f2py True True" in first.stdout and "f2py True True" in second.stdout
     assert first.stdout.split()[0] == second.stdout.split()[0]
     # a corrupted entry (the module file and numba's index) is rebuilt, with the same result
