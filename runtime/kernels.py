@@ -328,61 +328,45 @@ def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L, c_lo, 
 
 
 @njit(cache=True, error_model="numpy")
+def _part(n, together, tid, nt, S):
+    """range(n) whole, or this thread's part of it when the threads work together."""
+    if not together:
+        return 0, n
+    lo, hi = share(np.uint64(n), np.uint64(S[3]), tid, nt, S)
+    return np.int64(lo), np.int64(hi)
+
+
+@njit(cache=True, error_model="numpy")
 def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
     """conv2d with a filter wider than its output, dilation 1, one group (a filter's gradient): the filter
     widened to rows of Wp with zeros is contracted with runs of whole padded input rows. The zeros meet
-    input values outside the window, so an inf there gives NaN where the reference would not."""
+    input values outside the window, so an inf there gives NaN where the reference would not.
+    With fewer images than threads (the first layer's filter gradient has one, its input channel) the
+    threads work together on each chunk: they split the widened filter by output channel, the columns
+    by channel and the product by rows, meeting between, in one workspace."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L, UV = kh * Wp, OH * OW
-    if N < nt and T[r + 26] >= S[3]:  # fewer images than threads: they share each step of each chunk
-        _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S)
-        return
-    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    together = N < nt and T[r + 26] >= S[3]
+    if together:
+        lo, hi = 0, N
+    else:
+        lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
     if lo == hi:
         return
     cols0 = wso + K * C * L
-    for k in range(K):
+    k_lo, k_hi = _part(K, together, tid, nt, S)
+    for k in range(k_lo, k_hi):
         for c in range(C):
             for a in range(kh):
                 d = wso + (k * C + c) * L + a * Wp
                 _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
                 _zero_run(wsa, d + kw, Wp - kw)
+    c_lo, c_hi = _part(C, together, tid, nt, S)
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
         res0 = cols0 + m * UV * C * L
         pad0 = res0 + K * m * UV
-        if ph > 0 or pw > 0:
-            _pad_planes(wsa, pad0, xa, xo + n0 * C * H * W, m * C, H, W, ph, pw)
-            _wide_filter_cols(wsa, cols0, wsa, pad0, m, C, OH, OW, sh, sw, Hp, Wp, L, 0, C)
-        else:
-            _wide_filter_cols(wsa, cols0, xa, xo + n0 * C * H * W, m, C, OH, OW, sh, sw, Hp, Wp, L, 0, C)
-        gemm(0, 1, m * UV, K, C * L, wsa, cols0, C * L, wsa, wso, C * L, wsa, res0, K)
-        _scatter_transposed(oa, oo + n0 * K * UV, K * UV, wsa, res0, m, K, UV)
-
-
-@njit(cache=True, error_model="numpy")
-def _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S):
-    """conv2d_wide_filter with all threads on each chunk (the first input layer's filter gradient has one
-    image, its input channel): they split the widened filter by output channel, the columns by channel,
-    the product by rows, and meet between; one workspace."""
-    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    L, UV = kh * Wp, OH * OW
-    cols0 = wso + K * C * L
-    k_lo, k_hi = share(np.uint64(K), np.uint64(S[3]), tid, nt, S)
-    for k in range(np.int64(k_lo), np.int64(k_hi)):
-        for c in range(C):
-            for a in range(kh):
-                d = wso + (k * C + c) * L + a * Wp
-                _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
-                _zero_run(wsa, d + kw, Wp - kw)
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
-        res0 = cols0 + m * UV * C * L
-        pad0 = res0 + K * m * UV
-        c_lo, c_hi = share(np.uint64(C), np.uint64(S[3]), tid, nt, S)
-        c_lo, c_hi = np.int64(c_lo), np.int64(c_hi)
         src, s0 = xa, xo + n0 * C * H * W
         if ph > 0 or pw > 0:
             for b in range(m):  # this thread's channels of each image
@@ -390,15 +374,14 @@ def _wide_filter_together(xa, wa, oa, wsa, T, r, tid, nt, S):
                             H, W, ph, pw)
             src, s0 = wsa, pad0
         _wide_filter_cols(wsa, cols0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L, c_lo, c_hi)
-        if barrier(S, nt):
+        if together and barrier(S, nt):
             return
-        lo, hi = share(np.uint64(m * UV), np.uint64(S[3]), tid, nt, S)
-        lo, hi = np.int64(lo), np.int64(hi)
-        if hi > lo:
-            gemm(0, 1, hi - lo, K, C * L, wsa, cols0 + lo * C * L, C * L, wsa, wso, C * L, wsa, res0 + lo * K, K)
-        if barrier(S, nt):
+        r_lo, r_hi = _part(m * UV, together, tid, nt, S)
+        if r_hi > r_lo:
+            gemm(0, 1, r_hi - r_lo, K, C * L, wsa, cols0 + r_lo * C * L, C * L, wsa, wso, C * L, wsa, res0 + r_lo * K, K)
+        if together and barrier(S, nt):
             return
-        if tid == 0:
+        if tid == 0 or not together:
             _scatter_transposed(oa, oo + n0 * K * UV, K * UV, wsa, res0, m, K, UV)
 
 
