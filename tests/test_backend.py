@@ -672,6 +672,21 @@ def test_compile_jobs_come_from_the_environment(monkeypatch):
     assert 1 <= compiled.compile_jobs() <= 4
 
 
+def test_threads_come_from_the_environment(monkeypatch):
+    """DLC_NUM_THREADS sizes the team; a team starts only for enough work and more than one thread."""
+    monkeypatch.setenv("DLC_NUM_THREADS", "3")
+    assert compiled.threads() == 3
+    assert compiled.team_for(compiled.TEAM_WORK).size == 3
+    assert compiled.team_for(compiled.TEAM_WORK - 1) is None
+    monkeypatch.setenv("DLC_NUM_THREADS", "1")
+    assert compiled.team_for(1 << 40) is None
+    monkeypatch.setenv("DLC_NUM_THREADS", "0")
+    with pytest.raises(RunError, match="DLC_NUM_THREADS should be a whole number of threads, 1 or more, not `0`"):
+        compiled.threads()
+    monkeypatch.delenv("DLC_NUM_THREADS")
+    assert compiled.threads() >= 1
+
+
 def test_user_text_never_becomes_code(tmp_path):
     evil = "x'''\n__import__('os').system('echo pwned')\n\"\"\"\\"
     name = "m" + "".join(c for c in "q'\\\"__import__" if c.isalnum() or c == "_")
