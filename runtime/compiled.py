@@ -271,6 +271,8 @@ class Compiled:
             if name not in self._called:
                 ok = self._first_call(prog, fn, args)
             elif team is not None:
+                if team.pid != os.getpid():  # a forked process: its parent's threads are not here
+                    team = _team(team.size)
                 ok = team.run(fn, args)
             else:
                 ok = fn(*args, 0, 1, _ALONE)
@@ -403,7 +405,6 @@ class Team:
         # leaving the last barrier when the next call starts), a thread failed, the grain
         self.S = np.zeros(4, dtype=np.int64)
         self._go = [threading.Semaphore(0) for _ in range(size - 1)]
-        self._lock = threading.Lock()
         self._idle = threading.Condition()
         self._posted = self._finished = 0
         self._job = None
@@ -426,7 +427,7 @@ class Team:
 
     def run(self, fn, args: tuple):
         get, put = _blas_threads()
-        with self._lock:
+        with _RUNNING:
             # threads that left a barrier because another failed had counted themselves in
             self.S[0], self.S[2], self.S[3] = 0, 0, GRAIN
             self._job = (fn, args)
@@ -441,10 +442,13 @@ class Team:
                 except BaseException:
                     self.S[2] = 1
                     self._join()
+                    self._errors.clear()
                     raise
                 if self.S[2]:  # another thread failed
                     self._join()
-                    raise self._errors.pop(0)
+                    error = self._errors[0]
+                    self._errors.clear()
+                    raise error
                 return ok
             finally:
                 put(before)
@@ -457,6 +461,16 @@ class Team:
 
 
 _TEAMS: dict = {}
+# One team runs at a time in a process: BLAS's thread count, which a run sets and restores, is global.
+_RUNNING = threading.Lock()
+
+
+def _team(n: int) -> Team:
+    """This process's team of n threads (a forked process has none of its parent's threads)."""
+    team = _TEAMS.get(n)
+    if team is None or team.pid != os.getpid():
+        team = _TEAMS[n] = Team(n)
+    return team
 
 
 def team_for(work: int):
@@ -464,10 +478,7 @@ def team_for(work: int):
     n = threads()
     if n < 2 or work < TEAM_WORK or _blas_threads() is None:
         return None
-    team = _TEAMS.get(n)
-    if team is None or team.pid != os.getpid():  # a forked process has none of its parent's threads
-        team = _TEAMS[n] = Team(n)
-    return team
+    return _team(n)
 
 
 def compile_jobs() -> int:

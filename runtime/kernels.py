@@ -363,10 +363,12 @@ def conv2d_wide_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
                 _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
                 _zero_run(wsa, d + kw, Wp - kw)
     c_lo, c_hi = _part(C, together, tid, nt, S)
+    # regions placed for whole chunks: a smaller last chunk's padding, written by the other threads while
+    # thread 0 still scatters the chunk before, must not move into that chunk's products
+    res0 = cols0 + nb * UV * C * L
+    pad0 = res0 + K * nb * UV
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
-        res0 = cols0 + m * UV * C * L
-        pad0 = res0 + K * m * UV
         src, s0 = xa, xo + n0 * C * H * W
         if ph > 0 or pw > 0:
             for b in range(m):  # this thread's channels of each image
@@ -701,9 +703,19 @@ def _atomic_intrinsic(kind):
 _atomic_add, _atomic_xchg, _atomic_load = (_atomic_intrinsic(k) for k in ("add", "xchg", "load"))
 
 
+if os.name == "posix":
+    _yield = types.ExternalFunction("sched_yield", types.int32())
+else:
+    @njit(cache=True)
+    def _yield():
+        return 0
+
+
 @njit(cache=True, error_model="numpy")
 def barrier(S, nt):
-    """Wait until all nt threads have arrived. True when a thread failed (the caller returns at once)."""
+    """Wait until all nt threads have arrived. True when a thread failed (the caller returns at once).
+    A wait longer than a few microseconds yields the core: on a busy machine the thread waited for may
+    be the one that needs it."""
     if nt == 1:
         return False
     gen = _atomic_load(S, 1, 0)
@@ -711,9 +723,13 @@ def barrier(S, nt):
         _atomic_xchg(S, 0, 0)
         _atomic_add(S, 1, 1)
     else:
+        spins = 0
         while _atomic_load(S, 1, 0) == gen:
             if _atomic_load(S, 2, 0) != 0:
                 return True
+            spins += 1
+            if spins > 2000:
+                _yield()
     return _atomic_load(S, 2, 0) != 0
 
 

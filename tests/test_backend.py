@@ -333,6 +333,9 @@ def test_a_failing_thread_stops_the_team(monkeypatch):
     assert ok and outs["total"] == table_v[1:].sum()
     with pytest.raises(RunError, match="index out of range"):
         c.call("step", {"table": table_v, "idx": np.array([0, 1, 2, 9])})
+    with pytest.raises(RunError, match="index out of range"):  # both threads fail
+        c.call("step", {"table": table_v, "idx": np.array([9, 9, 9, 9])})
+    assert compiled._TEAMS[2]._errors == []  # none left over to be raised by a later call
     ok, _ = c.call("step", {"table": np.full((5, 4), np.nan, np.float32), "idx": np.array([0, 1, 2, 3])})
     assert not ok
     ok, outs = c.call("step", {"table": table_v, "idx": np.array([0, 0, 0, 0])})
@@ -367,6 +370,35 @@ def test_products_without_scipys_openblas_library(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["library", "None", "team", "None", "float32", "True", "float64", "True"], out.stdout
+
+
+def test_a_forked_process_runs_its_own_team(monkeypatch):
+    """A step whose team (and arena) was set up before a fork runs in the child with the child's own
+    threads: the parent's are not there to meet at its barriers."""
+    import multiprocessing
+    _team(monkeypatch, 2)
+    g = Graph("fork")
+    x = g.add("input", [], {"name": "x"}, TType((B, Dim.const(8)), "f32"), None, "x")
+    g.inputs = [x]
+    e = Emitter(g, None, "t")
+    g.outputs = [("y", e("tanh", e("mul", x, x)))]
+    c = compiled.compile_graphs("fork", [compiled.Entry("step", g, ["y"], {})])
+    feeds = {"x": np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)}
+    for _ in range(2):  # alone, then in the team
+        want = np.array(c.call("step", feeds)[1]["y"])
+
+    def child(queue):
+        queue.put(np.array(c.call("step", feeds)[1]["y"]))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=child, args=(queue,), daemon=True)
+    p.start()
+    try:
+        got = queue.get(timeout=30)  # a child waiting for its parent's threads never answers
+    finally:
+        p.kill()
+        p.join()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_a_team_meets_correctly_after_a_failure():

@@ -2,7 +2,10 @@
 (`predict`) and, for models up to --max-params trainable parameters, three training steps of the model's
 own train section. Run by hand (minutes per large model; CI runs five models in tests/test_backend.py):
 
-    python tests/bench/check_zoo_cpu.py [--models NAME ...] [--max-params N]
+    python tests/bench/check_zoo_cpu.py [--models NAME ...] [--max-params N] [--team N]
+
+With --team N, every call after a function's first runs in a team of N threads that splits every item
+it can, however small (runtime/compiled.py's Team, with a grain of 1).
 
 Prints one line per model: its parameter count, the largest relative difference of any output, and the
 time the cpu target took to compile."""
@@ -65,7 +68,10 @@ def check_model(name: str, max_params: int, max_forward: int) -> str:
     feeds = feeds_for(g, g.inputs)
     outs = [n for n, _ in g.outputs if not n.startswith("loss")]
     t0 = time.time()
-    got = compiled.run(g, feeds, params, outputs=outs, float_dtype=np.float64)
+    c = compiled.compile_graphs(g.name, [compiled.Entry("step", g, outs, {})], "f64")
+    c.sync({k: np.array(v) for k, v in params.items()})
+    c.call("step", feeds)  # the first call runs alone (it compiles); the second in the team, if any
+    got = {k: np.array(v) for k, v in c.call("step", feeds)[1].items()}
     t_compile = time.time() - t0
     want = interpreter.run(g, feeds, params, outputs=outs, float_dtype=np.float64)
     worst = max(rel(got[o], want[o]) for o in outs)
@@ -104,7 +110,12 @@ def main():
     ap.add_argument("--models", nargs="*")
     ap.add_argument("--max-params", type=int, default=2_000_000, help="train only models up to this size")
     ap.add_argument("--max-forward", type=int, default=30_000_000, help="skip models over this size")
+    ap.add_argument("--team", type=int, default=0, help="threads that split every item (default: as configured)")
     args = ap.parse_args()
+    if args.team:
+        import os
+        os.environ["DLC_NUM_THREADS"] = str(args.team)
+        compiled.TEAM_WORK, compiled.GRAIN = 0, 1
     names = args.models or sorted(p.stem for p in (ROOT / "zoo").glob("*.dln"))
     for name in names:
         try:
