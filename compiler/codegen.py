@@ -4,12 +4,16 @@ Each item of a schedule becomes one call. Fused items become generated `@njit` k
 the item's shape that computes every member at one index (a reduction's loop keeps its axes innermost
 and accumulates in float64). Kernels are named by a hash of their text, so structurally equal items
 (the twelve layers of a transformer) share one kernel; the text depends on ranks, broadcast patterns
-and attributes, never on sizes, which are arguments. Matmuls call BLAS through `np.dot` with an output
-array; convolution and pooling call runtime/kernels.py; a scan is a loop in the step function.
+and attributes, never on sizes, which are arguments. Matmuls call BLAS's gemm (runtime/kernels.py);
+convolution and pooling call runtime/kernels.py; a scan is a loop in the step function.
 
 A step function takes the inputs, the persistent storage (parameters, states, optimizer slots, constants:
 one flat array per dtype, P_*), one scratch arena per dtype (A_*), the sizes of this call (D), the arena
-offsets (O), the persistent offsets (Q), and the seed and step of the random numbers; it allocates nothing.
+offsets (O), the persistent offsets (Q), the seed and step of the random numbers, and its thread's place
+in a team (tid of nt threads, and S, their barrier: runtime/compiled.py's Team); it allocates nothing.
+Every thread of a team runs the whole function. A call with work (a fused loop, a product, a window op,
+a copy) gives each thread a share; any other runs in thread 0 alone; a barrier stands wherever a thread
+may next read or overwrite what another wrote.
 
 Nothing the user wrote reaches the source but numbers: names and spans only appear in comments, which are
 reduced to printable ASCII on one line."""
@@ -396,9 +400,9 @@ class _Function:
     def kernel_call(self, ind, lines, k: _Kernel, note, work=None):
         self.call(ind, self.mod.kernel(k.header() + lines, k.params, note), k, work)
 
-    def share(self, k: _Kernel, n: str, work, again=False) -> str:
+    def share(self, k: _Kernel, n: str, work) -> str:
         """The line that gives this thread its part [lo, hi) of range(n), for a kernel of this work."""
-        if not again:
+        if ("tid", "tid", "i64") not in k.extras:
             k.extras += [("tid", "tid", "i64"), ("nt", "nt", "i64"), ("S", "S", None)]
         return f"lo, hi = share({n}, {k.scalar(self.D(work), key='work')}, tid, nt, S)"
 
@@ -458,7 +462,7 @@ class _Function:
             lines += [f"if {M} >= {N}:", "    " + self.share(k, M, work), "    if hi > lo:",
                       f"        gemm({tt}, hi - lo, {N}, {K}, {pa}, ao + lo{'' if ta else f' * {K}'}, {lda}, "
                       f"{pb}, bo, {ldb}, {o}, oo + lo * {N}, {N})",
-                      "else:", "    " + self.share(k, N, work, again=True), "    if hi > lo:",
+                      "else:", "    " + self.share(k, N, work), "    if hi > lo:",
                       f"        gemm({tt}, {M}, hi - lo, {K}, {pa}, ao, {lda}, "
                       f"{pb}, bo + lo{f' * {K}' if tb else ''}, {ldb}, {o}, oo + lo, {N})"]
         elif float_out:

@@ -362,18 +362,23 @@ _ALONE = np.zeros(4, dtype=np.int64)  # the S of a call in one thread: no barrie
 TEAM_WORK = 1 << 20  # the least work (runtime/kernels.py's units) that splits across a team
 
 
+def _count(var: str, what: str) -> int:
+    """A count from the environment variable var, else the CPUs this process may run on."""
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise RunError(f"{var} should be a whole number of {what}, 1 or more, not `{text}`")
+    return n
+
+
 def threads() -> int:
     """Threads a step function runs in: DLC_NUM_THREADS, else one per CPU this process may run on."""
-    text = os.environ.get("DLC_NUM_THREADS", "").strip()
-    if text:
-        try:
-            n = int(text)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise RunError(f"DLC_NUM_THREADS should be a whole number of threads, 1 or more, not `{text}`")
-        return n
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _count("DLC_NUM_THREADS", "threads")
 
 
 @lru_cache(maxsize=1)
@@ -484,16 +489,8 @@ def team_for(work: int):
 def compile_jobs() -> int:
     """Processes that compile step functions and their callees: DLC_COMPILE_JOBS, else one per CPU this process
     may run on, at most 4 (each is a Python process with numba loaded, about 0.1 GB)."""
-    text = os.environ.get("DLC_COMPILE_JOBS", "").strip()
-    if text:
-        try:
-            jobs = int(text)
-        except ValueError:
-            jobs = 0
-        if jobs < 1:
-            raise RunError(f"DLC_COMPILE_JOBS should be a whole number of processes, 1 or more, not `{text}`")
-        return jobs
-    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
+    jobs = _count("DLC_COMPILE_JOBS", "processes")
+    return jobs if os.environ.get("DLC_COMPILE_JOBS", "").strip() else min(jobs, 4)
 
 
 def compile_parallel(module, steps: list) -> None:
