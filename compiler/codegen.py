@@ -230,6 +230,12 @@ class _Kernel:
             self.keys[key] = name
         return name
 
+    def threaded(self, named: bool):
+        """Pass the calling thread's place in its team (tid, nt, S) last, once; named: as the generated
+        kernel's parameters (a runtime/kernels.py function's are its own)."""
+        if not any(e == "tid" for _, e, _ in self.extras):
+            self.extras += [(name if named else "", name, dt) for name, dt in (("tid", "i64"), ("nt", "i64"), ("S", None))]
+
     @property
     def params(self) -> list[str]:
         return [a for a, _ in self.arrays] + ["T", "r"] + [e for e, _, _ in self.extras]
@@ -402,8 +408,7 @@ class _Function:
 
     def share(self, k: _Kernel, n: str, work) -> str:
         """The line that gives this thread its part [lo, hi) of range(n), for a kernel of this work."""
-        if ("tid", "tid", "i64") not in k.extras:
-            k.extras += [("tid", "tid", "i64"), ("nt", "nt", "i64"), ("S", "S", None)]
+        k.threaded(named=True)
         return f"lo, hi = share({n}, {k.scalar(self.D(work), key='work')}, tid, nt, S)"
 
     def lib(self, ind, name, refs=(), arrays=(), ints=(), extras=(), work=None):
@@ -420,7 +425,7 @@ class _Function:
         for e, dtype in extras:
             k.extras.append(("", e, dtype))
         if work is not None:
-            k.extras += [("", "tid", "i64"), ("", "nt", "i64"), ("", "S", None)]
+            k.threaded(named=False)
         self.call(ind, name, k, work)
 
     # ---- matmul: BLAS on 2-d views made inside the kernel

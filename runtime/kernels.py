@@ -9,6 +9,7 @@ implementations (compiler/ops.py), which the backend tests compare against."""
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import numpy as np
 from llvmlite import ir
@@ -733,6 +734,7 @@ def barrier(S, nt):
     return _atomic_load(S, 2, 0) != 0
 
 
+@lru_cache(maxsize=1)
 def _find_openblas():
     """The OpenBLAS that scipy ships (scipy.libs/ on Linux, .dylibs/ on macOS), found without importing scipy:
     (its ctypes library, its symbol prefix) or None."""
