@@ -342,6 +342,25 @@ def test_a_failing_thread_stops_the_team(monkeypatch):
     assert ok and outs["total"] == table_v[0].sum() * 4
 
 
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2, reason="needs two CPUs")
+def test_a_teams_worker_keeps_off_the_callers_cpu(monkeypatch):
+    """Wherever the scheduler put the calling thread, the worker runs the call on the process's other
+    CPUs (woken on its waker's CPU, it spun against the caller on one core), and follows the caller."""
+    cpus = sorted(os.sched_getaffinity(0))
+    team = compiled.Team(2)
+    seen = {}
+
+    def fn(tid, nt, S):
+        seen[tid] = os.sched_getaffinity(0)
+        return True
+
+    for caller in (cpus[-1], cpus[0], cpus[0]):
+        monkeypatch.setattr(compiled, "_this_cpu", lambda: caller)
+        assert team.run(fn, ()) and team._join() is None
+        assert seen[1] == set(cpus) - {caller}, (caller, seen)
+    assert os.sched_getaffinity(0) == set(cpus)  # the caller's own thread is not bound
+
+
 def test_products_without_scipys_openblas_library(tmp_path):
     """Where scipy's OpenBLAS library is not found on disk, gemm's symbols point into scipy.linalg's
     cython_blas (the same Fortran signature), and steps run in one thread (no way to keep BLAS's own
