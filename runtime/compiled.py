@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib.util
+import marshal
 import os
 import sys
 import threading
@@ -35,6 +36,7 @@ from compiler.schedule import plan_memory, schedule
 from dsl.loader import cache_dir, cache_name, write_atomic
 
 from .interpreter import RunError, bind_inputs
+from . import kernels as _kernels
 from .kernels import GRAIN, _find_openblas
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
@@ -89,31 +91,41 @@ def load_module(source: str):
         current = None
     if current != source:  # missing, truncated or tampered with: write it again
         write_atomic(path, source)
-    _check_numba_cache(path)
     name = f"dlc_generated_{key}"
     mod = _import(name, path)
-    for fn in vars(mod).values():
-        _load_without_refresh(fn)
     _LOADED[key] = mod
     return mod
 
 
-def _load_without_refresh(fn) -> None:
-    """Let a dispatcher load machine code from numba's cache without refreshing its target context first.
-    numba's Cache.load_overload refreshes it to be ready to compile, which imports all of numba's lowering
-    (numba.np.arraymath, linalg, listobj, ...): 0.17 s of LeNet-5's 0.64 s warm start, where loaded
-    machine code needs only numba's runtime (NRT). On a miss numba compiles, and its compiler refreshes
-    the context itself. Left as numba's own where its cache is not the one this was written against."""
+def _guard_cache(fn, path: Path, refresh: bool) -> None:
+    """Make a dispatcher's load from numba's cache survive damage: numba raises on an index it cannot
+    unpickle, where this deletes the cache files of the module at path and lets numba compile again.
+    Checked when numba reads the index, not beforehand: reading every index of a module first took 7 ms
+    of a warm start.
+
+    refresh=False also loads without refreshing the target context first: numba refreshes it to be
+    ready to compile, which imports all of its lowering (numba.np.arraymath, linalg, listobj, ...), 0.17 s
+    of LeNet-5's 0.64 s warm start, where loaded machine code needs only numba's runtime (NRT). On a
+    miss numba compiles, and its compiler refreshes the context itself. Left as numba's own where its
+    cache is not the one this was written against."""
     cache = getattr(fn, "_cache", None)
-    if not (hasattr(cache, "_load_overload") and hasattr(cache, "_guard_against_spurious_io_errors")):
+    load = getattr(cache, "load_overload", None)
+    if load is None:
         return
-    from numba.core.runtime import nrt
+    fast = not refresh and hasattr(cache, "_load_overload") and hasattr(cache, "_guard_against_spurious_io_errors")
 
     def load_overload(sig, target_context):
-        nrt.rtsys.initialize(target_context)
-        with cache._guard_against_spurious_io_errors():
-            return cache._load_overload(sig, target_context)
-        return None  # the guard swallowed an error: numba compiles
+        try:
+            if not fast:
+                return load(sig, target_context)
+            from numba.core.runtime import nrt
+            nrt.rtsys.initialize(target_context)
+            with cache._guard_against_spurious_io_errors():
+                return cache._load_overload(sig, target_context)
+            return None  # the guard swallowed an error: numba compiles
+        except Exception:  # any damage at all: the files are only a cache
+            purge_numba_cache(path)
+            return None
 
     cache.load_overload = load_overload
 
@@ -122,25 +134,37 @@ def _import(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # before it runs: numba's cache locates functions through their module
-    spec.loader.exec_module(mod)
+    exec(_code(path), mod.__dict__)
     mod.__dlc_path__ = path
+    for fn in vars(mod).values():
+        if getattr(fn, "__module__", None) == name:  # not runtime/kernels.py's, which it imports
+            _guard_cache(fn, path, refresh=False)
     return mod
 
 
-def _check_numba_cache(path: Path):
-    """numba raises on an index it cannot unpickle: delete a damaged cache (of the generated module or of
-    runtime/kernels.py) so that it compiles again."""
-    import pickle
-    for p in (path, Path(__file__).with_name("kernels.py")):
-        for root in _numba_roots(p):
-            for f in root.rglob(f"{p.stem}.*.nbi"):
-                try:
-                    with open(f, "rb") as fh:
-                        pickle.load(fh)
-                        pickle.loads(fh.read())
-                except Exception:  # any damage at all: the files are only a cache
-                    purge_numba_cache(p)
-                    break
+def _code(path: Path):
+    """The compiled code of a generated module, kept next to it: compiling the source took 0.03 s of the
+    encoder's warm start (Python writes no .pyc where PYTHONDONTWRITEBYTECODE is set, as on this
+    project's machines, and a .pyc is checked by time stamps, where this is checked by content). The
+    file holds the interpreter's magic number, the sha256 of the source and of the code: a stale or
+    damaged one is compiled and written again."""
+    source = path.read_bytes()
+    stored = path.with_name(f"{path.stem}.{sys.implementation.cache_tag}.code")
+    want = importlib.util.MAGIC_NUMBER + hashlib.sha256(source).digest()
+    try:
+        data = stored.read_bytes()
+        head, digest, body = data[:len(want)], data[len(want):len(want) + 32], data[len(want) + 32:]
+        if head == want and hashlib.sha256(body).digest() == digest:
+            return marshal.loads(body)
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    code = compile(source, str(path), "exec", dont_inherit=True)
+    body = marshal.dumps(code)
+    try:
+        write_atomic(stored, want + hashlib.sha256(body).digest() + body)
+    except OSError:
+        pass  # only a cache
+    return code
 
 
 def _numba_roots(path: Path) -> list:
@@ -156,6 +180,10 @@ def purge_numba_cache(path: Path):
         for f in root.rglob(f"{path.stem}.*"):
             if f.suffix in (".nbi", ".nbc"):
                 f.unlink(missing_ok=True)
+
+
+for _fn in vars(_kernels).values():  # numba compiles them with a step function: their cache may be damaged too
+    _guard_cache(_fn, Path(_kernels.__file__), refresh=True)
 
 
 @dataclass

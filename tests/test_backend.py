@@ -538,8 +538,13 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     # a corrupted entry (the module file and numba's index) is rebuilt, with the same result
     for f in (tmp_path / "dlc").rglob("m_*.py"):
         f.write_text("garbage(")
-    for f in (tmp_path / "numba").rglob("*.nbi"):
+    for f in (tmp_path / "numba").rglob("*.nbi"):  # the generated module's and runtime/kernels.py's
         f.write_bytes(b"\x80garbage")
+    codes = list((tmp_path / "dlc").rglob("m_*.code"))  # the compiled module, checked by its own hash
+    assert len(codes) == 1
+    data = bytearray(codes[0].read_bytes())
+    data[-10] ^= 1
+    codes[0].write_bytes(bytes(data))
     pickles = list((tmp_path / "dlc").rglob("g_*.pickle"))
     assert len(pickles) == 1
     data = bytearray(pickles[0].read_bytes())
