@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -82,10 +83,10 @@ class Program:
     graph: Graph
     inputs: list  # input names, in argument order
     dims: list  # Dim per D entry
-    buffers: list  # (storage dtype, size Dim) per O entry
+    buffers: list  # per O entry: its Buffer without its graph (what memory planning needs)
     outputs: dict  # output name -> Output
     updates: dict  # persistent key -> output name of its new value (already written in place)
-    schedule: Schedule = None
+    schedule: Schedule  # no default: Program.__getattr__ loads it (a class attribute would hide it)
     table: list = field(default_factory=list)  # the int table T: ("D" | "O" | "Q", index) per entry
     rows: list = field(default_factory=list)  # R: where each call's row of T starts
     labels: list = field(default_factory=list)  # per call: what it computes (for profiles)
@@ -98,6 +99,24 @@ class Program:
     shared_work: list = field(default_factory=list)
     workspaces: list = field(default_factory=list)  # buffers (O entries) that hold one workspace per thread
     prof: object = None  # seconds per call, when the module was generated with profile=True
+    signature: tuple = None  # the inputs' names and types (runtime/interpreter.py input_signature)
+
+    # A warm start unpickles its Programs from the cache (runtime/compiled.py generate_cached), and needs
+    # neither the graph nor the schedule: the encoder's were 0.8 of 0.9 MB, 0.03 s of its start. They stay
+    # pickled until something (dlc compile --emit, a memory plan's report) reads them.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if "_heavy" not in state:
+            state["_heavy"] = pickle.dumps((state.pop("graph"), state.pop("schedule")), pickle.HIGHEST_PROTOCOL)
+        return state
+
+    def __getattr__(self, name):
+        heavy = self.__dict__.get("_heavy")
+        if name in ("graph", "schedule") and heavy is not None:
+            self.graph, self.schedule = pickle.loads(heavy)
+            del self.__dict__["_heavy"]
+            return self.__dict__[name]
+        raise AttributeError(name)
 
 
 @dataclass
@@ -318,8 +337,7 @@ class _Function:
         for name in self.inputs:
             n = next(n for n, (kind, arg) in s.storage.items() if kind == "input" and arg == name)
             self.program.input_dtypes.append(self.mod.store(g.type(n).dtype))
-        for b in self.s.buffers:
-            self.program.buffers.append((self.mod.store(b.dtype), b.size))
+        self.program.buffers = [replace(b, graph=None) for b in self.s.buffers]
         for name, n in g.outputs:
             root = s.root(n)
             t = g.type(n)

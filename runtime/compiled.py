@@ -35,7 +35,7 @@ from compiler.passes import optimize
 from compiler.schedule import plan_memory, schedule
 from dsl.loader import cache_dir, cache_name, write_atomic
 
-from .interpreter import RunError, bind_inputs
+from .interpreter import RunError, bind_signature, input_signature
 from . import kernels as _kernels
 from .kernels import GRAIN, _find_openblas
 
@@ -221,6 +221,7 @@ def generate(title: str, entries: list, float_dtype: str = "f32", profile: bool 
         s = schedule_entry(e, float_dtype)
         inputs = [arg for _, (kind, arg) in sorted(s.storage.items()) if kind == "input"]
         gen.add(e.name, s, inputs)
+        gen.programs[e.name].signature = input_signature(s.graph)
     return gen
 
 
@@ -275,7 +276,7 @@ class Compiled:
             D = np.array([_int(d, bindings) for d in prog.dims] or [0], dtype=np.int64)
             shared = sum(w for w in (_int(d, bindings) for d in prog.shared_work) if w >= GRAIN)
             team = team_for(shared) if not self.gen.profile else None
-            bufs = prog.schedule.buffers
+            bufs = prog.buffers
             per_thread = {id(bufs[i]) for i in prog.workspaces}
             copies = team.size if team is not None else 1
             plan = plan_memory(bufs, lambda b: _int(b.size, bindings) * (copies if id(b) in per_thread else 1),
@@ -347,7 +348,7 @@ class Compiled:
         key = (prog.name, tuple(shapes))
         layout = self._by_shapes.get(key)
         if layout is None:
-            bindings = bind_inputs(prog.graph, feeds)
+            bindings = bind_signature(prog.signature, feeds)
             layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
         (D, O, A, _, T, R, team), specs = layout
         args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
@@ -382,7 +383,7 @@ class Compiled:
     def plan(self, name: str, feeds: dict):
         """The memory plan of one function for these inputs (arena sizes against the sum of buffers)."""
         prog = self.programs[name]
-        return self._layout(prog, bind_inputs(prog.graph, feeds))[3]
+        return self._layout(prog, bind_signature(prog.signature, feeds))[3]
 
 
 # ---- threads
@@ -739,6 +740,20 @@ def _code_stamp() -> bytes:
     return h.digest()
 
 
+@contextmanager
+def _no_gc():
+    """No garbage collection meanwhile: loading many small objects (unpickling a ModuleGen) set off
+    collections that walked every object the front end had made, 0.03 of 0.04 s."""
+    import gc
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def generate_cached(title: str, entries: list, float_dtype: str = "f32", profile: bool = False):
     """generate() and its source, kept under the cache folder so that a new process skips the passes, the
     scheduler and code generation (the benchmark's encoder 0.15 s, ResNet-50 0.76 s, against 0.04 and
@@ -759,7 +774,8 @@ def generate_cached(title: str, entries: list, float_dtype: str = "f32", profile
     try:
         data = path.read_bytes()
         if hashlib.sha256(data[32:]).digest() == data[:32]:  # else damaged: a flipped bit would unpickle
-            gen, source = pickle.loads(data[32:])
+            with _no_gc():
+                gen, source = pickle.loads(data[32:])
             if isinstance(gen, ModuleGen) and isinstance(source, str):
                 return gen, source
     except Exception:  # missing, or written by another version: generate again

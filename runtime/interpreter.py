@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.dims import Dim
-from compiler.graph import Graph, TType
+from compiler.graph import Graph
 from compiler.ops import OPS
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
@@ -76,14 +76,26 @@ class Ctx:
         return Ctx(self.bindings, self.float_dtype, self.seed, self.step, self.path + (scan_node, t))
 
 
+def input_signature(g: Graph) -> tuple:
+    """What binding a graph's inputs needs of it: its constant dimensions, and the name and type of each
+    input and target."""
+    consts = {name: v for name, (v, _) in g.dims.items() if v.is_const}
+    fed = [(g.node(n)["name"], g.type(n)) for n in g.inputs + list((g.train or {}).get("targets", {}).values())]
+    return consts, fed
+
+
 def bind_inputs(g: Graph, feeds: dict) -> dict:
     """Values of the graph's symbolic dimensions, from the shapes of the fed inputs."""
-    bindings: dict = {name: v for name, (v, _) in g.dims.items() if v.is_const}
-    for n in g.inputs + list((g.train or {}).get("targets", {}).values()):
-        name = g.node(n)["name"]
+    return bind_signature(input_signature(g), feeds)
+
+
+def bind_signature(signature: tuple, feeds: dict) -> dict:
+    """bind_inputs by the graph's input_signature."""
+    consts, fed = signature
+    bindings = dict(consts)
+    for name, t in fed:
         if name not in feeds:
             continue
-        t: TType = g.type(n)
         shape = np.shape(feeds[name])
         if len(shape) != t.rank:
             raise RunError(f"input `{name}` should be {t}, got an array of shape {shape}")

@@ -588,6 +588,11 @@ def test_generated_code_is_kept_by_its_entries(tmp_path, monkeypatch):
     assert made == [1] and len(list(tmp_path.rglob("g_*.pickle"))) == 1
     again, same = compiled.generate_cached("mlp", Model("mlp", target="cpu").entries())
     assert made == [1] and same == source and list(again.programs) == list(gen.programs)
+    # a loaded program keeps its graph and schedule pickled (a step needs neither) until they are read
+    prog = again.programs["train_step"]
+    assert "graph" not in vars(prog) and "schedule" not in vars(prog)
+    assert prog.schedule.graph is prog.graph and prog.graph.outputs == gen.programs["train_step"].graph.outputs
+    assert [b.size for b in prog.schedule.buffers] == [b.size for b in prog.buffers]
     compiled.generate_cached("mlp", wide.entries())
     assert made == [1, 1] and len(list(tmp_path.rglob("g_*.pickle"))) == 2
     compiled.generate_cached("mlp", small.entries(), "f64")
