@@ -168,11 +168,13 @@ class ModuleGen:
         if self.profile:
             out += ["from time import perf_counter", "", "from numba import objmode", ""]
         out += [
-               "from runtime.kernels import (avg_pool2d, conv2d, conv2d_wide, conv2d_wide_filter, conv_transpose2d,",
+               "from runtime.kernels import (avg_pool2d, conv2d, conv2d_direct, conv2d_direct_filter,",
+               "                             conv2d_wide, conv2d_wide_filter, conv_transpose2d,",
                "                             conv_transpose2d_depthwise, conv_transpose2d_wide, copy, fill,",
-               "                             max_pool2d, max_pool_grad2d, mix, node_key, normal, scan_carry_lengths,",
-               "                             scan_extract, scan_extract_lengths, scan_insert, scan_insert_lengths,",
-               "                             sum_run, uniform, erf32, exp32, sigmoid32, tanh32, barrier, gemm, share)", ""]
+               "                             max_pool2d, max_pool_grad2d, mix, node_key, normal,",
+               "                             scan_carry_lengths, scan_extract, scan_extract_lengths,",
+               "                             scan_insert, scan_insert_lengths, sum_run, uniform, erf32, exp32,",
+               "                             sigmoid32, tanh32, barrier, gemm, share)", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
             params, body = key.split(":\n", 1)
             out += ["", "@njit(cache=True, no_cpython_wrapper=True, error_model=\"numpy\")", f"def {name}{params}:", f"    # first used by {comment(self.kernel_notes[name])}"]

@@ -303,6 +303,54 @@ def conv2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
 
 
 @njit(cache=True, error_model="numpy")
+def _add_taps(oa, o0, src, s0, n, a0, a1, b0, b1, K2):
+    """Two taps (a run of src and the run one element on) into a run of oa (a0, a1) and into the run
+    K2 elements on (b0, b1): two output channels from each load of the input."""
+    o0, s0 = np.uint64(o0), np.uint64(s0)
+    o1, one = o0 + np.uint64(K2), np.uint64(1)
+    for t in range(np.uint64(n)):
+        u, z = src[s0 + t], src[s0 + t + one]
+        oa[o0 + t] += a0 * u + a1 * z
+        oa[o1 + t] += b0 * u + b1 * z
+
+
+@njit(cache=True, error_model="numpy")
+def conv2d_direct(xa, wa, oa, wsa, T, r, tid, nt, S):
+    """conv2d with stride 1, dilation 1 and one group, for few taps (a first layer's few channels): each
+    pair of taps is multiply-added from the padded input into the wide rows (OH * Wp, as conv2d_wide's) of
+    two output channels at once, with no columns and no GEMM. With LeNet's c1 (1 channel in, 6 out, 25
+    taps) the columns and BLAS's packing of them cost more than the products: 0.6 against 1.08 ms. The
+    workspace holds the image's padded planes, kw zeros after them (the wide rows' last columns, dropped,
+    read past the last plane) and the two channels' wide rows."""
+    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    P, Q, taps = Hp * Wp, OH * Wp, C * kh * kw
+    lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    res0 = wso + C * P + kw
+    for n in range(lo, hi):
+        _pad_planes(wsa, wso, xa, xo + n * C * H * W, C, H, W, ph, pw)
+        _zero_run(wsa, wso + C * P, kw)
+        for k in range(0, K, 2):
+            two = k + 1 < K
+            _zero_run(wsa, res0, 2 * Q)
+            for c in range(C):
+                for i in range(kh):
+                    for j in range(0, kw, 2):
+                        t, x = (c * kh + i) * kw + j, wso + c * P + i * Wp + j
+                        a0, b0 = wa[wo + k * taps + t], wa[wo + (k + 1) * taps + t] if two else np.float32(0)
+                        if j + 1 == kw:  # an odd width's last tap alone
+                            _add_run(wsa, res0, 1, wsa, x, Q, a0)
+                            _add_run(wsa, res0 + Q, 1, wsa, x, Q, b0)
+                        else:
+                            a1 = wa[wo + k * taps + t + 1]
+                            b1 = wa[wo + (k + 1) * taps + t + 1] if two else np.float32(0)
+                            _add_taps(wsa, res0, wsa, x, Q, a0, a1, b0, b1, Q)
+            for kk in range(k, min(k + 2, K)):
+                for y in range(OH):
+                    _copy_run(oa, oo + ((n * K + kk) * OH + y) * OW, wsa, res0 + (kk - k) * Q + y * Wp, 1, OW)
+
+
+@njit(cache=True, error_model="numpy")
 def _scatter_transposed(oa, o0, image, src, s0, m, K, P):
     """A filter-layout product src[s0:] laid out [(b, p), k] into m output images of K planes of P
     positions. That product order, with the long axis first, makes BLAS 1.4-1.7x faster here than
@@ -326,6 +374,81 @@ def _wide_filter_cols(cols, c0, src, s0, m, C, OH, OW, sh, sw, Hp, Wp, L, c_lo, 
                     d = c0 + (((b * OH + u) * OW + v) * C + c) * L
                     _copy_run(cols, d, src, s0 + (b * C + c) * Hp * Wp + s, 1, n)
                     _zero_run(cols, d + n, L - n)
+
+
+@intrinsic
+def _zero_of(typingctx, a):
+    """A zero of the array a's dtype (numba types `a[i] * 0` as float64 for float32 data)."""
+    def codegen(context, builder, signature, args):
+        return context.get_constant(a.dtype, 0)
+    return a.dtype(a), codegen
+
+
+# Reassociation for this loop only: four dot products at once, each in vector lanes (see sum_run)
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _dot4(src, s, f, ww, n, z):
+    """The dot products of ww[f:f + n] with src[s + v:s + v + n], v = 0 to 3, from z (a zero of their
+    dtype)."""
+    s, f = np.uint64(s), np.uint64(f)
+    s1, s2, s3 = s + np.uint64(1), s + np.uint64(2), s + np.uint64(3)
+    a0 = a1 = a2 = a3 = z
+    for q in range(np.uint64(n)):
+        d = ww[f + q]
+        a0 += d * src[s + q]
+        a1 += d * src[s1 + q]
+        a2 += d * src[s2 + q]
+        a3 += d * src[s3 + q]
+    return a0, a1, a2, a3
+
+
+@njit(cache=True, error_model="numpy")
+def conv2d_direct_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
+    """conv2d_wide_filter's convolution (a filter wider than its output: a filter's gradient) for few
+    output channels, without columns or GEMM: each output is a dot product of the filter widened to rows
+    of Wp with a run of the padded input, four outputs of a row at once. With 6 output channels (LeNet's
+    c1) the columns, one run per output and channel, and BLAS's packing of them moved 4 times the data
+    the products need: 0.75 against 1.36 ms; with 16 (c3) GEMM is faster, 1.5 against 2.3 ms. Threads
+    split the images, or the output channels when there are fewer images than threads. The workspace
+    holds the image's padded planes, Wp + 4 zeros after them (the runs of a row's last outputs, beyond
+    the row, reach past the last plane) and one output channel's widened filter."""
+    xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    P, L = Hp * Wp, kh * Wp
+    together = N < nt and T[r + 26] >= S[3]
+    if together:
+        lo, hi = 0, N
+    else:
+        lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
+    k_lo, k_hi = _part(K, together, tid, nt, S)
+    if together:
+        wso += tid * T[r + 25]
+    ww0 = wso + C * P + Wp + 4
+    z = _zero_of(wa)
+    for n in range(lo, hi):
+        if k_lo == k_hi:
+            break
+        _pad_planes(wsa, wso, xa, xo + n * C * H * W, C, H, W, ph, pw)
+        _zero_run(wsa, wso + C * P, Wp + 4)
+        for k in range(k_lo, k_hi):
+            for c in range(C):
+                for a in range(kh):
+                    d = ww0 + c * L + a * Wp
+                    _copy_run(wsa, d, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
+                    _zero_run(wsa, d + kw, Wp - kw)
+            for u in range(OH):
+                for v in range(0, OW, 4):
+                    s0 = s1 = s2 = s3 = z
+                    for c in range(C):
+                        d0, d1, d2, d3 = _dot4(wsa, wso + c * P + u * Wp + v, ww0 + c * L, wsa, L, z)
+                        s0, s1, s2, s3 = s0 + d0, s1 + d1, s2 + d2, s3 + d3
+                    o = oo + ((n * K + k) * OH + u) * OW + v
+                    oa[o] = s0
+                    if v + 1 < OW:
+                        oa[o + 1] = s1
+                    if v + 2 < OW:
+                        oa[o + 2] = s2
+                    if v + 3 < OW:
+                        oa[o + 3] = s3
 
 
 @njit(cache=True, error_model="numpy")

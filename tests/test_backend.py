@@ -198,20 +198,25 @@ def test_gradients_of_every_differentiable_primitive_match_the_reference(threads
 # conv and conv_transpose choose a column layout by shape (compiler/schedule.py's conv_plan): along the
 # output or along the filter (a filter wider than the output, as in a filter's gradient), the wide layouts
 # of stride 1 (whole padded rows, with and without padding, grouped and dilated), a GEMM per chunk of
-# images or straight into the output, and a depthwise transposed convolution without a GEMM (avg_pool's
-# gradient)
+# images or straight into the output, a depthwise transposed convolution without a GEMM (avg_pool's
+# gradient), and the direct kernels for few taps or few filters (odd and even counts of channels and
+# filter columns: they go two at a time)
 _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
     ((7, 4, 9, 8), (6, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE"),
     ((9, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False, "CONV_ALONG_OUTPUT"),
-    ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_WIDE_FILTER"),
+    ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_DIRECT_FILTER"),
+    ((3, 7, 10, 10), (9, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_WIDE_FILTER"),
     ((3, 3, 12, 12), (4, 3, 7, 6), dict(stride=[1, 1], dilation=[1, 2]), False, "CONV_ALONG_FILTER"),
     ((3, 4, 8, 8), (4, 2, 3, 7), dict(stride=[1, 1], pad=[1, 0], dilation=[2, 1], groups=2), False, "CONV_ALONG_FILTER"),
     ((5, 4, 7, 9), (6, 2, 3, 3), dict(stride=[1, 1], pad=[1, 2], dilation=[2, 1], groups=2), False, "CONV_WIDE"),
     ((3, 4, 11, 11), (5, 4, 6, 7), dict(stride=[2, 2], pad=[1, 1], round="floor"), False, "CONV_WIDE_FILTER"),
-    # fewer images than a team of 3: the threads share each chunk (a first layer's filter gradient)
-    ((2, 5, 9, 9), (3, 5, 7, 7), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE_FILTER"),
-    ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_WIDE"),
-    ((3, 2, 5, 4), (256, 2, 2, 2), dict(stride=[1, 1]), False, "CONV_WIDE"),  # 256 channels: the other GEMM order
+    # fewer images than a team of 3: the threads share each chunk, or split the filters (a first
+    # layer's filter gradient)
+    ((2, 5, 9, 9), (9, 5, 7, 7), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE_FILTER"),
+    ((2, 5, 9, 9), (3, 5, 7, 7), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_DIRECT_FILTER"),
+    ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_DIRECT"),
+    ((5, 2, 7, 6), (3, 2, 2, 4), dict(stride=[1, 1], pad=[1, 2]), False, "CONV_DIRECT"),
+    ((3, 9, 5, 4), (256, 9, 2, 2), dict(stride=[1, 1]), False, "CONV_WIDE"),  # 256 channels: the other GEMM order
     ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True, "CONV_T_GEMM"),
     ((7, 4, 5, 6), (4, 3, 2, 3), dict(stride=[1, 2], dilation=[2, 1], groups=2), True, "CONV_T_GEMM"),
     ((7, 3, 4, 4), (3, 1, 2, 2), dict(stride=[2, 2], groups=3, output_pad=[1, 0]), True, "CONV_T_DEPTHWISE"),
@@ -246,7 +251,8 @@ def test_convolution_paths_match_the_reference(chunk, images, threads, monkeypat
     if images is None:  # every image in one GEMM
         assert nbs == batch
     elif images == 1:
-        assert nbs == [b if c[4] == "CONV_T_DEPTHWISE" else 1 for b, c in zip(batch, _CONVS)]
+        whole = ("CONV_T_DEPTHWISE", "CONV_DIRECT", "CONV_DIRECT_FILTER")  # one image at a time, no chunks
+        assert nbs == [b if c[4] in whole else 1 for b, c in zip(batch, _CONVS)]
     else:  # at least one layout of each kind ends on a partial chunk
         partial = {c[4] for nb, b, c in zip(nbs, batch, _CONVS) if 1 < nb < b and b % nb}
         assert partial >= {"CONV_WIDE", "CONV_ALONG_OUTPUT", "CONV_T_GEMM", "CONV_T_WIDE"}, (nbs, partial)
