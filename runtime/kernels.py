@@ -742,6 +742,8 @@ def max_pool_grad2d(xa, oa, ga, gxa, T, r, tid, nt, S):
 # a short polynomial, with a bit cast for 2^n; within 2 ulp of the exact value. Branches are selects.
 # LLVM inlines them into each loop and vectorizes it; numba's inline="always" gave the same machine code
 # but typed the body again at every call site: 0.45 against 0.19 s to compile a kernel calling tanh32.
+# fastmath "contract" lets LLVM fuse their multiply-adds: exp32 0.98 -> 0.75 ns an element (with
+# tanh32 and sigmoid32 on an exp without checks, 1.58 -> 1.06 and 1.21 -> 0.72), no less accurate.
 @intrinsic
 def _float32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
@@ -752,14 +754,27 @@ def _float32_from_bits(typingctx, bits):
 _F = np.float32
 
 
-@njit(cache=True, error_model="numpy")
-def exp32(x):
-    xc = min(max(x, _F(-87.33654)), _F(88.72284))
-    n = np.floor(xc * _F(1.442695040888963) + _F(0.5))
-    r = xc - n * _F(0.693359375) + n * _F(2.12194440e-4)
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _exp32_reduced(x):
+    """(y, n) with exp(x) = y * 2^n, n a whole number as a float32, y within [0.7, 1.5)."""
+    n = np.floor(x * _F(1.442695040888963) + _F(0.5))
+    r = x - n * _F(0.693359375) + n * _F(2.12194440e-4)
     y = ((((_F(1.9875691500e-4) * r + _F(1.3981999507e-3)) * r + _F(8.3334519073e-3)) * r
           + _F(4.1665795894e-2)) * r + _F(1.6666665459e-1)) * r + _F(5.0000001201e-1)
-    y = y * (r * r) + r + _F(1.0)
+    return y * (r * r) + r + _F(1.0), n
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _exp32_within(x):
+    """exp(x) for x from -87.33 to 88 (2^n a normal float32): no checks, for callers that keep x there
+    (tanh32, sigmoid32: a third fewer instructions than exp32)."""
+    y, n = _exp32_reduced(x)
+    return y * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def exp32(x):
+    y, n = _exp32_reduced(min(max(x, _F(-87.33654)), _F(88.72284)))
     # 2^n with n up to 128, whose exponent field would be infinity's: 2^(n - 1) * 2 (x up to 88.72)
     k = np.int32(n)
     s = np.int32(1) if k > np.int32(0) else np.int32(0)
@@ -770,23 +785,26 @@ def exp32(x):
     return x if x != x else v
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def tanh32(x):
     a = abs(x)
     z = x * x
     small = ((((_F(-5.70498872745e-3) * z + _F(2.06390887954e-2)) * z - _F(5.37397155531e-2)) * z
               + _F(1.33314422036e-1)) * z - _F(3.33332819422e-1)) * z * x + x
-    large = _F(1.0) - _F(2.0) / (exp32(_F(2.0) * a) + _F(1.0))
+    large = _F(1.0) - _F(2.0) / (_exp32_within(_F(2.0) * min(a, _F(9.0))) + _F(1.0))  # tanh(9) is 1 in float32
     large = -large if x < _F(0.0) else large
     return small if a < _F(0.625) else large
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def sigmoid32(x):
-    return _F(1.0) / (_F(1.0) + exp32(-x))
+    # past 88, exp(-x) overflows and the result is under float32's normal range (within 5e-39 of 0);
+    # below -87.33 the result is 1 in float32
+    v = _F(1.0) / (_F(1.0) + _exp32_within(min(max(-x, _F(-87.33654)), _F(88.0))))
+    return x if x != x else v
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def erf32(x):
     """Two polynomials fitted for dlc by least squares on Chebyshev nodes against scipy.special.erf(c):
     x * P(x^2) below 1 (relative error 5e-8), 1 - exp(-x^2) * Q(1/|x|) from 1 to 4 (absolute error 4e-9);
