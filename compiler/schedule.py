@@ -395,12 +395,15 @@ CONV_KERNEL = {CONV_ALONG_OUTPUT: "conv2d", CONV_ALONG_FILTER: "conv2d", CONV_WI
                CONV_WIDE_FILTER: "conv2d_wide_filter", CONV_T_GEMM: "conv_transpose2d",
                CONV_T_DEPTHWISE: "conv_transpose2d_depthwise", CONV_T_WIDE: "conv_transpose2d_wide",
                CONV_DIRECT: "conv2d_direct", CONV_DIRECT_FILTER: "conv2d_direct_filter"}
-# Up to this many taps per output channel (input channels x filter positions), CONV_DIRECT is faster
-# than GEMM: LeNet's c1 (25 taps, 6 channels) 0.6 against 1.08 ms; its c3 (150 taps) 0.87 against 0.88.
-DIRECT_TAPS = 32
-# Up to this many output channels, CONV_DIRECT_FILTER is faster than CONV_WIDE_FILTER: LeNet's c1's
-# filter gradient (6) 0.75 against 1.36 ms, c3's (16) 2.3 against 1.5.
+# CONV_DIRECT and CONV_DIRECT_FILTER for up to this many output channels (filters), CONV_DIRECT also for
+# up to DIRECT_TAPS taps per channel (input channels x filter positions); else a GEMM's columns pay.
+# Measured, direct against GEMM, single thread: LeNet's c1 (1 channel in, 6 out, 25 taps) 0.58 against
+# 1.46 ms; 2 in, 8 out, 50 taps 1.44 against 2.07; 3 in, 8 out, 27 taps 0.26 against 0.31; with 12 out
+# even, with 16 out GEMM is faster (1 in: 1.53 against 1.45; LeNet's c3, 6 in, 150 taps: 1.65 against
+# 0.83), and with 64 (3 in: 2.06 against 1.49). c1's filter gradient (6 filters) 0.75 against 1.36,
+# c3's (16) 2.3 against 1.5.
 DIRECT_FILTERS = 8
+DIRECT_TAPS = 50
 # A wide layout computes the columns between rows too and throws them away; it pays while that is at
 # most this share of the work (LeNet's c3: 14 columns for 10, and copies 14 times as long).
 WIDE_WASTE = 2
@@ -440,7 +443,8 @@ def _conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int]:
                         # the padded planes, Wp + 4 zeros, one channel's widened filter
                         layout, per_image = CONV_DIRECT_FILTER, Dim.const(0)
                         fixed = x.shape[1] * Hp * Wp + Wp + 4 + cg * run
-            elif (sh, sw, dh, dw) == (1, 1, 1, 1) and groups == 1 and rows.is_const and rows.value <= DIRECT_TAPS:
+            elif ((sh, sw, dh, dw) == (1, 1, 1, 1) and groups == 1 and rows.is_const and rows.value <= DIRECT_TAPS
+                  and kg.is_const and kg.value <= DIRECT_FILTERS):
                 layout = CONV_DIRECT  # the image's padded planes, kw zeros, two channels' wide rows
                 per_image, fixed = Dim.const(0), x.shape[1] * Hp * Wp + kw + 2 * OH * Wp
             elif (sh, sw) == (1, 1) and Wp <= WIDE_WASTE * OW and OH + dh * (kh - 1) <= Hp:

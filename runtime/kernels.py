@@ -319,7 +319,7 @@ def conv2d_direct(xa, wa, oa, wsa, T, r, tid, nt, S):
     """conv2d with stride 1, dilation 1 and one group, for few taps (a first layer's few channels): each
     pair of taps is multiply-added from the padded input into the wide rows (OH * Wp, as conv2d_wide's) of
     two output channels at once, with no columns and no GEMM. With LeNet's c1 (1 channel in, 6 out, 25
-    taps) the columns and BLAS's packing of them cost more than the products: 0.6 against 1.08 ms. The
+    taps) the columns and BLAS's packing of them cost more than the products: 0.58 against 1.46 ms. The
     workspace holds the image's padded planes, kw zeros after them (the wide rows' last columns, dropped,
     read past the last plane) and the two channels' wide rows."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)

@@ -202,7 +202,7 @@ def test_gradients_of_every_differentiable_primitive_match_the_reference(threads
 # gradient), and the direct kernels for few taps or few filters (odd and even counts of channels and
 # filter columns: they go two at a time)
 _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
-    ((7, 4, 9, 8), (6, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE"),
+    ((7, 4, 9, 8), (9, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE"),
     ((9, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False, "CONV_ALONG_OUTPUT"),
     ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_DIRECT_FILTER"),
     ((3, 7, 10, 10), (9, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_WIDE_FILTER"),
