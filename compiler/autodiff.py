@@ -180,8 +180,6 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
                for i, t in enumerate(ctypes)]
     cap_nodes = list(bb.captures.values())
     float_caps = [k for k, c in enumerate(cap_nodes) if g.type(caps[k]).dtype in FLOATS]
-    acc_in = [bb.add("input", [], {"name": f"acc{k}", "role": "carry"}, g.type(caps[k]), d["span"], f"acc{k}")
-              for k in float_caps]
     be = Emitter(bb, d["span"], f"grad/{d['name']}")
     valid_in, mask = [], None
     if lengths is not None:
@@ -214,7 +212,8 @@ def _scan_vjp(e: Emitter, n: int, out_cts: dict[int, int], truncate: int | None 
     # weight: 50 products of 32 rows and a [128, 512] sum each step, against one of 1600 rows).
     hoisted = {k: src for k in float_caps if (src := _stacked_product(bb, gr[cap_nodes[k]], x_in, c_in)) and ax <= 1}
     summed = [k for k in float_caps if k not in hoisted]
-    acc_in = [a_ for a_, k in zip(acc_in, float_caps) if k not in hoisted]
+    acc_in = [bb.add("input", [], {"name": f"acc{k}", "role": "carry"}, g.type(caps[k]), d["span"], f"acc{k}")
+              for k in summed]
     new_acc = [be("add", acc_in[j], gr[cap_nodes[k]]) for j, k in enumerate(summed)]
     new_ct_c = [gr[c_in[i]] for i in range(nc)]
     if cut_in:  # at the first step of a chunk, nothing flows back into the chunk before

@@ -146,11 +146,12 @@ def _code(path: Path):
     """The compiled code of a generated module, kept next to it: compiling the source took 0.03 s of the
     encoder's warm start (Python writes no .pyc where PYTHONDONTWRITEBYTECODE is set, as on this
     project's machines, and a .pyc is checked by time stamps, where this is checked by content). The
-    file holds the interpreter's magic number, the sha256 of the source and of the code: a stale or
-    damaged one is compiled and written again."""
+    file holds the interpreter's magic number, the sha256 of the path and source and of the code: a stale,
+    moved or damaged one is compiled and written again."""
     source = path.read_bytes()
     stored = path.with_name(f"{path.stem}.{sys.implementation.cache_tag}.code")
-    want = importlib.util.MAGIC_NUMBER + hashlib.sha256(source).digest()
+    # the code names its file, through which numba finds its cache: a moved cache folder compiles again
+    want = importlib.util.MAGIC_NUMBER + hashlib.sha256(str(path).encode() + b"\0" + source).digest()
     try:
         data = stored.read_bytes()
         head, digest, body = data[:len(want)], data[len(want):len(want) + 32], data[len(want) + 32:]
@@ -524,7 +525,7 @@ def _avoid_cpu(cpu: int, cpus: frozenset):
         return
     try:
         os.sched_setaffinity(0, others)  # 0: the calling thread
-    except OSError:
+    except (OSError, ValueError):  # only speed is at stake: the worker must not die (the team would hang)
         pass
 
 

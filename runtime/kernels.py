@@ -407,7 +407,9 @@ def conv2d_direct_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
     output channels, without columns or GEMM: each output is a dot product of the filter widened to rows
     of Wp with a run of the padded input, four outputs of a row at once. With 6 output channels (LeNet's
     c1) the columns, one run per output and channel, and BLAS's packing of them moved 4 times the data
-    the products need: 0.75 against 1.36 ms; with 16 (c3) GEMM is faster, 1.5 against 2.3 ms. Threads
+    the products need: 0.75 against 1.36 ms; with 16 (c3) GEMM is faster, 1.5 against 2.3 ms. As in
+    conv2d_wide_filter, the widened filter's zeros meet input values outside the window, so an inf there
+    gives NaN where the reference would not. Threads
     split the images, or the output channels when there are fewer images than threads. The workspace
     holds the image's padded planes, Wp + 4 zeros after them (the runs of a row's last outputs, beyond
     the row, reach past the last plane) and one output channel's widened filter."""
@@ -791,16 +793,17 @@ def tanh32(x):
     z = x * x
     small = ((((_F(-5.70498872745e-3) * z + _F(2.06390887954e-2)) * z - _F(5.37397155531e-2)) * z
               + _F(1.33314422036e-1)) * z - _F(3.33332819422e-1)) * z * x + x
-    large = _F(1.0) - _F(2.0) / (_exp32_within(_F(2.0) * min(a, _F(9.0))) + _F(1.0))  # tanh(9) is 1 in float32
+    large = _F(1.0) - _F(2.0) / (_exp32_within(_F(2.0) * min(a, _F(10.0))) + _F(1.0))  # tanh(10) is 1 in float32
     large = -large if x < _F(0.0) else large
     return small if a < _F(0.625) else large
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def sigmoid32(x):
-    # past 88, exp(-x) overflows and the result is under float32's normal range (within 5e-39 of 0);
-    # below -87.33 the result is 1 in float32
+    # below -88 the result is under float32's normal range, and 0 as exp32's overflow made it; above
+    # 87.33 it is 1 in float32
     v = _F(1.0) / (_F(1.0) + _exp32_within(min(max(-x, _F(-87.33654)), _F(88.0))))
+    v = _F(0.0) if x < _F(-88.0) else v
     return x if x != x else v
 
 

@@ -563,6 +563,12 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     fourth = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert "generated 0" in fourth.stdout and "misses 0" in fourth.stdout
     assert fourth.stdout.split()[0] == first.stdout.split()[0]
+    # a moved cache folder: the compiled module code named the old path, through which numba finds its cache
+    (tmp_path / "dlc").rename(tmp_path / "moved")
+    moved = subprocess.run([sys.executable, "-c", script], env=dict(env, DLC_CACHE_DIR=str(tmp_path / "moved")),
+                           capture_output=True, text=True)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.split()[0] == first.stdout.split()[0] and "generated 0" in moved.stdout
 
 
 def test_read_only_inputs_run_the_compiled_step_as_it_is():
@@ -865,6 +871,9 @@ def test_vectorizable_float32_functions_are_accurate(name, reference):
     tiny = np.abs(want) < np.finfo(np.float32).tiny  # below float32's normal range: absolute
     rel = np.abs(got[finite] - want[finite]) / np.where(tiny[finite], 1.0, np.abs(want[finite]))
     assert rel.max() <= 2e-7, f"{name}: worst relative error {rel.max():.3g} at x = {x[finite][rel.argmax()]}"
+    # exactly NumPy's float32 at the infinities, and where tanh saturates
+    exact = np.isinf(x) | ((np.abs(x) >= 10) & (name == "tanh32"))
+    np.testing.assert_array_equal(got[exact], want[exact].astype(np.float32))
     # and what they are for: LLVM inlines them into the loop (numba does not: that cost compile time at
     # every call site) and vectorizes it
     import re
