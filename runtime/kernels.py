@@ -409,10 +409,10 @@ def conv2d_direct_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
     c1) the columns, one run per output and channel, and BLAS's packing of them moved 4 times the data
     the products need: 0.75 against 1.36 ms; with 16 (c3) GEMM is faster, 1.5 against 2.3 ms. As in
     conv2d_wide_filter, the widened filter's zeros meet input values outside the window, so an inf there
-    gives NaN where the reference would not. Threads
-    split the images, or the output channels when there are fewer images than threads. The workspace
-    holds the image's padded planes, Wp + 4 zeros after them (the runs of a row's last outputs, beyond
-    the row, reach past the last plane) and one output channel's widened filter."""
+    gives NaN where the reference would not. Threads split the images, or the output channels when
+    there are fewer images than threads (each then pads every image in its own workspace). The
+    workspace holds the image's padded planes, Wp + 4 zeros after them (the runs of a row's last
+    outputs, beyond the row, reach past the last plane) and one output channel's widened filter."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     P, L = Hp * Wp, kh * Wp
