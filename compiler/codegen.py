@@ -99,7 +99,7 @@ class Program:
     shared_work: list = field(default_factory=list)
     workspaces: list = field(default_factory=list)  # buffers (O entries) that hold one workspace per thread
     prof: object = None  # seconds per call, when the module was generated with profile=True
-    signature: tuple = None  # the inputs' names and types (runtime/interpreter.py input_signature)
+    signature: tuple = None  # the inputs' names and types (Graph.input_signature)
 
     # A warm start unpickles its Programs from the cache (runtime/compiled.py generate_cached), and needs
     # neither the graph nor the schedule: the encoder's were 0.8 of 0.9 MB, 0.03 s of its start. They stay
@@ -276,7 +276,8 @@ class _Function:
         self.dim_ix: dict = {}
         self.body: list[str] = []
         self.note = "(step)"
-        self.program = Program(name, s.graph, inputs, self.dims, [], {}, {}, s)
+        self.program = Program(name, s.graph, inputs, self.dims, [], {}, {}, s,
+                               signature=s.graph.input_signature())
         # what the threads may not have seen yet: None (all met at a barrier), "serial" (thread 0 wrote),
         # "shared" (every thread wrote its part), "loop" (either: a loop's head or end)
         self.pending = None

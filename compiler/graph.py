@@ -90,6 +90,14 @@ class Graph:
     def nodes(self):
         return range(self.nx.number_of_nodes())
 
+    def input_signature(self) -> tuple:
+        """What binding the inputs' shapes needs of the graph (runtime/interpreter.py bind_signature): its
+        constant dimensions, and the name and type of each input and target."""
+        consts = {name: v for name, (v, _) in self.dims.items() if v.is_const}
+        fed = [(self.node(n)["name"], self.type(n))
+               for n in self.inputs + list((self.train or {}).get("targets", {}).values())]
+        return consts, fed
+
     def ancestors(self, roots) -> set:
         """The roots and every node they depend on."""
         seen, stack = set(), list(roots)

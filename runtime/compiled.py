@@ -35,7 +35,7 @@ from compiler.passes import optimize
 from compiler.schedule import plan_memory, schedule
 from dsl.loader import cache_dir, cache_name, write_atomic
 
-from .interpreter import RunError, bind_signature, input_signature
+from .interpreter import RunError, bind_signature
 from . import kernels as _kernels
 from .kernels import GRAIN, _find_openblas
 
@@ -222,7 +222,6 @@ def generate(title: str, entries: list, float_dtype: str = "f32", profile: bool 
         s = schedule_entry(e, float_dtype)
         inputs = [arg for _, (kind, arg) in sorted(s.storage.items()) if kind == "input"]
         gen.add(e.name, s, inputs)
-        gen.programs[e.name].signature = input_signature(s.graph)
     return gen
 
 

@@ -76,21 +76,13 @@ class Ctx:
         return Ctx(self.bindings, self.float_dtype, self.seed, self.step, self.path + (scan_node, t))
 
 
-def input_signature(g: Graph) -> tuple:
-    """What binding a graph's inputs needs of it: its constant dimensions, and the name and type of each
-    input and target."""
-    consts = {name: v for name, (v, _) in g.dims.items() if v.is_const}
-    fed = [(g.node(n)["name"], g.type(n)) for n in g.inputs + list((g.train or {}).get("targets", {}).values())]
-    return consts, fed
-
-
 def bind_inputs(g: Graph, feeds: dict) -> dict:
     """Values of the graph's symbolic dimensions, from the shapes of the fed inputs."""
-    return bind_signature(input_signature(g), feeds)
+    return bind_signature(g.input_signature(), feeds)
 
 
 def bind_signature(signature: tuple, feeds: dict) -> dict:
-    """bind_inputs by the graph's input_signature."""
+    """bind_inputs by the graph's input_signature (compiler/graph.py)."""
     consts, fed = signature
     bindings = dict(consts)
     for name, t in fed:

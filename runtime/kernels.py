@@ -340,7 +340,8 @@ def conv2d_direct(xa, wa, oa, wsa, T, r, tid, nt, S):
                         a0, b0 = wa[wo + k * taps + t], wa[wo + (k + 1) * taps + t] if two else np.float32(0)
                         if j + 1 == kw:  # an odd width's last tap alone
                             _add_run(wsa, res0, 1, wsa, x, Q, a0)
-                            _add_run(wsa, res0 + Q, 1, wsa, x, Q, b0)
+                            if two:
+                                _add_run(wsa, res0 + Q, 1, wsa, x, Q, b0)
                         else:
                             a1 = wa[wo + k * taps + t + 1]
                             b1 = wa[wo + (k + 1) * taps + t + 1] if two else np.float32(0)
@@ -422,13 +423,13 @@ def conv2d_direct_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
     else:
         lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
     k_lo, k_hi = _part(K, together, tid, nt, S)
+    if k_lo == k_hi:
+        return
     if together:
         wso += tid * T[r + 25]
     ww0 = wso + C * P + Wp + 4
     z = _zero_of(wa)
     for n in range(lo, hi):
-        if k_lo == k_hi:
-            break
         _pad_planes(wsa, wso, xa, xo + n * C * H * W, C, H, W, ph, pw)
         _zero_run(wsa, wso + C * P, Wp + 4)
         for k in range(k_lo, k_hi):
@@ -768,8 +769,8 @@ def _exp32_reduced(x):
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _exp32_within(x):
-    """exp(x) for x from -87.33 to 88 (2^n a normal float32): no checks, for callers that keep x there
-    (tanh32, sigmoid32: a third fewer instructions than exp32)."""
+    """exp(x) for x from -87.33 to 88 (2^n a normal float32): without exp32's checks of its range and
+    for NaN, for callers that keep x there and check NaN themselves (tanh32, sigmoid32)."""
     y, n = _exp32_reduced(x)
     return y * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
 
