@@ -225,6 +225,45 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
 ]
 
 
+def _gemm_cases():
+    from runtime.kernels import TILE_DEPTH, TILE_VECTORS, VECTOR_BYTES
+    wide = TILE_VECTORS * VECTOR_BYTES // 4  # float32 columns of a full register block
+    return [  # (ta, tb, m, n, k): register blocks, the rows and columns they leave, and what BLAS keeps
+        (0, 0, 8, wide, 16), (1, 0, 8, wide, 16), (0, 0, 13, 2 * wide + VECTOR_BYTES // 4 + 3, 9),
+        (1, 0, 6, wide + 5, 7), (0, 0, 3, VECTOR_BYTES // 8, 5), (0, 0, 5, 7, 4), (0, 0, 5, wide, 0),
+        (0, 1, 9, 7, 2 * VECTOR_BYTES // 8 + 3), (0, 1, 8, 4, VECTOR_BYTES // 8), (0, 1, 9, wide + 1, 6),
+        (1, 1, 4, 20, 3), (0, 0, 2, wide, TILE_DEPTH + 1), (0, 1, 3, 5, TILE_DEPTH + 1)]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb,m,n,k", _gemm_cases())
+def test_gemm_matches_numpy(ta, tb, m, n, k, dt):
+    """Every path of kernels.gemm (register blocks, their leftover rows and columns, BLAS) on operands at
+    offsets in larger arrays with row strides wider than the rows: the block of c equals the float64
+    product, and nothing around it is written."""
+    from numba import njit
+
+    from runtime.kernels import gemm
+
+    @njit
+    def product(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
+        gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc)
+    rng = np.random.default_rng(m * 1000 + n + k)
+    ar, ac = (k, m) if ta else (m, k)
+    br, bc = (n, k) if tb else (k, n)
+    lda, ldb, ldc = ac + 3, bc + 2, n + 5
+    a, b = rng.standard_normal(7 + ar * lda).astype(dt), rng.standard_normal(2 + br * ldb).astype(dt)
+    c = np.full(4 + m * ldc + 3, 7.0, dt)
+    product(ta, tb, m, n, k, a, 7, lda, b, 2, ldb, c, 4, ldc)
+    A = a[7:7 + ar * lda].reshape(ar, lda)[:, :ac].astype(np.float64)
+    B = b[2:2 + br * ldb].reshape(br, ldb)[:, :bc].astype(np.float64)
+    want = (A.T if ta else A) @ (B.T if tb else B)
+    block = c[4:4 + m * ldc].reshape(m, ldc)
+    eps = 1e-6 if dt == np.float32 else 1e-14  # a sum of k products of unit normals is about sqrt(k)
+    np.testing.assert_allclose(block[:, :n], want, rtol=10 * eps, atol=eps * max(k, 1) ** 0.5)
+    assert (block[:, n:] == 7).all() and (c[:4] == 7).all() and (c[4 + m * ldc:] == 7).all()
+
+
 @pytest.mark.parametrize("chunk,images,threads", [(1 << 20, None, 1), (1, 1, 1), (3700, "partial", 1), (3700, "partial", 3)],
                          ids=["whole-batch", "one-image", "small-chunks", "small-chunks-3-threads"])
 def test_convolution_paths_match_the_reference(chunk, images, threads, monkeypatch):
