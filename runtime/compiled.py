@@ -37,7 +37,7 @@ from dsl.loader import cache_dir, cache_name, write_atomic
 
 from .interpreter import RunError, bind_signature
 from . import kernels as _kernels
-from .kernels import GRAIN, _find_openblas
+from .kernels import GRAIN, _find_openblas, link_gemm
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
 _MASK = (1 << 64) - 1
@@ -328,7 +328,8 @@ class Compiled:
         self._called.add(prog.name)
         args = (*args, 0, 1, _ALONE)
         if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
-            compile_parallel(self.module, [(prog, args)])
+            compile_parallel(self.module, [(prog, args)], self.gen.float_dtype)
+        link_gemm(_NP[self.gen.float_dtype])  # what its matmuls and convolutions call
         with linked_as_optimized([prog.name]):
             return fn(*args)
 
@@ -360,7 +361,7 @@ class Compiled:
         compile_parallel), without running them."""
         compile_parallel(self.module, [(self.programs[name], (*self._arguments(self.programs[name], f, 0, 0)[0],
                                                               0, 1, _ALONE))
-                                       for name, f in feeds.items()])
+                                       for name, f in feeds.items()], self.gen.float_dtype)
 
     def _prof(self, prog: Program) -> tuple:
         if not self.gen.profile:
@@ -556,11 +557,12 @@ def compile_jobs() -> int:
     return jobs if os.environ.get("DLC_COMPILE_JOBS", "").strip() else min(jobs, 4)
 
 
-def compile_parallel(module, steps: list) -> None:
+def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
     """Compile step functions (a list of (Program, arguments)) not yet in numba's cache, in this process
-    and in compile_jobs() - 1 others at once: first every function they call, then, when there are
-    several, the step functions themselves. Calling a step function afterwards finds it and its callees
-    compiled here or in numba's cache, which the other processes fill.
+    and in compile_jobs() - 1 others at once: first every function they call, then the step functions
+    themselves and the machine code that their gemm calls for float_dtype (kernels.link_gemm). Calling a
+    step function afterwards finds it and its callees compiled here or in numba's cache, which the other
+    processes fill.
 
     Numba compiles a function's callees one after another while it types the function, and that is most of
     a cold start (LeNet-5: about 13 of 16 s, the step function's own lowering the rest). Each process takes
@@ -598,7 +600,9 @@ def compile_parallel(module, steps: list) -> None:
         generated = py.__module__ == module.__name__
         return (not generated, len(inspect.getsource(py)) if generated else 0)
     callees = sorted((u for u in units.items() if u[1]), key=cost, reverse=True)
-    own = [(prog.name, [tuple(typeof(a) for a in args)]) for prog, args in steps] if len(steps) > 1 else []
+    # gemm's machine code (kernels.link_gemm, 1 s) is only called, not linked: it is compiled beside the
+    # step functions, after the callees
+    own = [(prog.name, [tuple(typeof(a) for a in args)]) for prog, args in steps] + [(_GEMM_UNIT, [float_dtype])]
     if len(callees) + len(own) < 2:
         return
     claims = Path(tempfile.mkdtemp(prefix="dlc-compile-"))
@@ -632,6 +636,9 @@ def compile_parallel(module, steps: list) -> None:
         shutil.rmtree(claims, ignore_errors=True)
 
 
+_GEMM_UNIT = "<gemm>"  # compile_parallel's unit for kernels.link_gemm (not a name in the module)
+
+
 def _compile_claimed(module, callees: list, own: list, claims: Path, others_alive) -> None:
     """Claim and compile callees, then wait until all are done (while the processes that may hold the
     rest are alive) and claim and compile step functions."""
@@ -652,7 +659,10 @@ def _compile_claimed(module, callees: list, own: list, claims: Path, others_aliv
         if claim(name):
             with linked_as_optimized([name]):
                 for sig in sigs:
-                    getattr(module, name).compile(sig)
+                    if name == _GEMM_UNIT:
+                        link_gemm(_NP[sig])
+                    else:
+                        getattr(module, name).compile(sig)
             (claims / f"{name}.done").touch()
 
 

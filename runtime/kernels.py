@@ -8,12 +8,14 @@ generator runs 1-d ones as 2-d with a height of 1. The semantics are those of th
 implementations (compiler/ops.py), which the backend tests compare against."""
 from __future__ import annotations
 
+import ctypes
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -288,18 +290,12 @@ def conv2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
                 _wide_cols(wsa, wso, wsa, pad0, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
             else:
                 _wide_cols(wsa, wso, xa, xo + n0 * C * H * W, m, C, g * cg, cg, kh, kw, dh, dw, Hp, Wp, Q)
-            # the product as [(b, q), k] is faster from 6 to 128 output channels, slower at 512
-            if kg < 256:
-                gemm(1, 1, m * Q, kg, rows, wsa, wso, m * Q, wa, wo + g * kg * rows, rows, wsa, res0, kg)
-                image, channel, step = Q * kg, 1, kg  # strides of image, channel and position in it
-            else:
-                gemm(0, 0, kg, m * Q, rows, wa, wo + g * kg * rows, rows, wsa, wso, m * Q, wsa, res0, m * Q)
-                image, channel, step = Q, m * Q, 1
+            gemm(0, 0, kg, m * Q, rows, wa, wo + g * kg * rows, rows, wsa, wso, m * Q, wsa, res0, m * Q)
             for b in range(m):
                 for k in range(kg):
                     for oh in range(OH):
                         _copy_run(oa, oo + ((n0 + b) * K + g * kg + k) * P + oh * OW,
-                                  wsa, res0 + b * image + k * channel + oh * Wp * step, step, OW)
+                                  wsa, res0 + k * m * Q + b * Q + oh * Wp, 1, OW)
 
 
 @njit(cache=True, error_model="numpy")
@@ -849,6 +845,26 @@ def _atomic_intrinsic(kind):
 _atomic_add, _atomic_xchg, _atomic_load = (_atomic_intrinsic(k) for k in ("add", "xchg", "load"))
 
 
+@intrinsic
+def monotonic_ns(typingctx):
+    """The monotonic clock in nanoseconds, read by libc's clock_gettime (a profile's clock: leaving
+    nopython mode for time.perf_counter costs microseconds a call, more than most kernels take)."""
+    import sys
+    import time
+    clock = getattr(time, "CLOCK_MONOTONIC", None)
+    if clock is None or sys.maxsize < 2 ** 32:  # no clock_gettime, or another struct timespec
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ts = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, ts.type]), "clock_gettime")
+        builder.call(fn, [ir.Constant(i32, clock), ts])
+        sec, nsec = (builder.load(cgutils.gep_inbounds(builder, ts, 0, f)) for f in (0, 1))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 10 ** 9)), nsec)
+    return types.int64(), codegen
+
+
 if os.name == "posix":
     _yield = types.ExternalFunction("sched_yield", types.int32())
 else:
@@ -883,7 +899,6 @@ def barrier(S, nt):
 def _find_openblas():
     """The OpenBLAS that scipy ships (scipy.libs/ on Linux, .dylibs/ on macOS), found without importing scipy:
     (its ctypes library, its symbol prefix) or None."""
-    import ctypes
     import glob
     import importlib.util
     spec = importlib.util.find_spec("scipy")
@@ -905,9 +920,8 @@ def _register_gemm():
     """Make the symbols dlc_sgemm and dlc_dgemm (Fortran BLAS's gemm, arguments by reference) known to
     LLVM, so that generated code calls them by name and numba's cache can hold that code. Taken from
     scipy's OpenBLAS library when it is there: numba's own BLAS glue would import scipy.linalg for its
-    pointer, 0.075 s of a warm start. Else from scipy.linalg.cython_blas, which has the same signature."""
-    import ctypes
-
+    pointer, 0.075 s of a warm start. Else from scipy.linalg.cython_blas, which has the same signature.
+    Also the table of _gemm's machine code per dtype (link_gemm), which gemm calls through."""
     from llvmlite import binding
     found = _find_openblas()
     for kind in "sd":
@@ -923,45 +937,79 @@ def _register_gemm():
             name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
             address = get(capsule, name(capsule))
         binding.add_symbol(f"dlc_{kind}gemm", address)
+    binding.add_symbol("dlc_gemm_table", ctypes.addressof(_GEMM_TABLE))
 
 
+_GEMM_TABLE = (ctypes.c_void_p * 2)()  # per dtype of _GEMM_DTYPES: its _gemm's address, once link_gemm put it there
+_GEMM_LINKED: dict = {}  # dtype -> the compiled _gemm (kept alive: the table points into its code)
 _register_gemm()
 
 
-@intrinsic
-def _blas_gemm(typingctx, ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
-    """gemm by BLAS, with row strides: a thread's block of rows of a transposed operand is not a
-    contiguous array, which np.dot would copy."""
-    if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64) and b == a and c == a):
-        return None
+def _call_blas(builder, dt, ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc):
+    """Emit Fortran BLAS's gemm (dlc_sgemm or dlc_dgemm, dt the LLVM float type) for row-major pointers:
+    column-major BLAS sees each row-major matrix transposed, c^T = op(b)^T @ op(a)^T."""
+    char, i32 = ir.IntType(8), ir.IntType(32)
+    ptr = dt.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [char.as_pointer(), char.as_pointer()] + [i32.as_pointer()] * 3 +
+                           [ptr, ptr, i32.as_pointer(), ptr, i32.as_pointer(), ptr, ptr, i32.as_pointer()])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "dlc_sgemm" if dt == ir.FloatType() else "dlc_dgemm")
+
+    def ref(value):  # an int, by reference, as Fortran takes it
+        return cgutils.alloca_once_value(builder, builder.trunc(value, i32))
+
+    def flag(t):
+        v = builder.select(builder.icmp_unsigned("!=", t, ir.Constant(t.type, 0)), ir.Constant(char, ord("T")),
+                           ir.Constant(char, ord("N")))
+        return cgutils.alloca_once_value(builder, v)
+    alpha = cgutils.alloca_once_value(builder, ir.Constant(dt, 1.0))
+    beta = cgutils.alloca_once_value(builder, ir.Constant(dt, 0.0))
+    builder.call(fn, [flag(tb), flag(ta), ref(n), ref(m), ref(k), alpha, pb, ref(ldb), pa, ref(lda), beta, pc,
+                      ref(ldc)])
+
+
+def _gemm_intrinsic(blas_only: bool):
+    """The intrinsic gemm (blas_only=False) or _blas_gemm: the pointers to a[ao], b[bo] and c[co] and
+    every size as an int64, passed to the machine code of _gemm for the dtype that link_gemm put in the
+    table dlc_gemm_table, or to BLAS where it has not (or always, for _blas_gemm)."""
+    def typer(typingctx, ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
+        if not (isinstance(a, types.Array) and a.dtype in _GEMM_DTYPES and b == a and c == a):
+            return None
+        return types.void(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc), codegen
 
     def codegen(context, builder, signature, args):
-        char, i32 = ir.IntType(8), ir.IntType(32)
+        a = signature.args[5]
+        i64 = ir.IntType(64)
+        v = [context.cast(builder, x, t, types.int64) if isinstance(t, (types.Integer, types.Boolean)) else x
+             for x, t in zip(args, signature.args)]
+
+        def at(i):  # the pointer to an operand's first element
+            arr = context.make_array(signature.args[i])(context, builder, value=args[i])
+            return builder.gep(arr.data, [v[i + 1]])
+        ta, tb, m, n, k, lda, ldb, ldc = (v[i] for i in (0, 1, 2, 3, 4, 7, 10, 13))
+        pa, pb, pc = at(5), at(8), at(11)
         dt = context.get_value_type(a.dtype)
+        if blas_only:
+            _call_blas(builder, dt, ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc)
+            return context.get_dummy_value()
         ptr = dt.as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [char.as_pointer(), char.as_pointer()] + [i32.as_pointer()] * 3 +
-                               [ptr, ptr, i32.as_pointer(), ptr, i32.as_pointer(), ptr, ptr, i32.as_pointer()])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "dlc_sgemm" if a.dtype == types.float32 else "dlc_dgemm")
-        vta, vtb, vm, vn, vk, va, vao, vlda, vb, vbo, vldb, vc, vco, vldc = args
-
-        def at(arr, ty, off):
-            return builder.gep(context.make_array(ty)(context, builder, value=arr).data, [off])
-
-        def ref(value):  # an int, by reference, as Fortran takes it
-            return cgutils.alloca_once_value(builder, builder.trunc(value, i32))
-
-        def flag(t):
-            v = builder.select(builder.icmp_unsigned("!=", t, ir.Constant(t.type, 0)), ir.Constant(char, ord("T")),
-                               ir.Constant(char, ord("N")))
-            return cgutils.alloca_once_value(builder, v)
-        alpha = cgutils.alloca_once_value(builder, ir.Constant(dt, 1.0))
-        beta = cgutils.alloca_once_value(builder, ir.Constant(dt, 0.0))
-        # column-major BLAS sees each row-major matrix transposed: c^T = op(b)^T @ op(a)^T
-        builder.call(fn, [flag(vtb), flag(vta), ref(vn), ref(vm), ref(vk), alpha, at(vb, b, vbo), ref(vldb),
-                          at(va, a, vao), ref(vlda), beta, at(vc, c, vco), ref(vldc)])
+        fnty = ir.FunctionType(ir.VoidType(), [i64] * 5 + [ptr, i64, ptr, i64, ptr, i64])
+        table = builder.module.globals.get("dlc_gemm_table")
+        if table is None:
+            table = ir.GlobalVariable(builder.module, ir.ArrayType(ir.IntType(8).as_pointer(), len(_GEMM_DTYPES)),
+                                      "dlc_gemm_table")
+        slot = ir.Constant(ir.IntType(32), _GEMM_DTYPES.index(a.dtype))
+        address = builder.load(builder.gep(table, [ir.Constant(ir.IntType(32), 0), slot]))
+        with builder.if_else(cgutils.is_null(builder, address)) as (missing, linked):
+            with missing:
+                _call_blas(builder, dt, ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc)
+            with linked:
+                builder.call(builder.bitcast(address, fnty.as_pointer()), [ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc])
         return context.get_dummy_value()
-    return types.void(ta, tb, types.intp, types.intp, types.intp, a, types.intp, types.intp, b, types.intp,
-                      types.intp, c, types.intp, types.intp), codegen
+    return intrinsic(typer)
+
+
+_GEMM_DTYPES = (types.float32, types.float64)
+_blas_gemm = _gemm_intrinsic(blas_only=True)
 
 
 def _vector_bytes() -> int:
@@ -975,7 +1023,7 @@ def _vector_bytes() -> int:
 
 VECTOR_BYTES = _vector_bytes()
 TILE_ROWS, TILE_VECTORS = 4, (4 if VECTOR_BYTES == 64 else 2)  # accumulators: 16 of 32 registers, 8 of 16
-TILE_DEPTH = 4096  # longer products go to BLAS, whose blocking keeps a panel of b in cache
+TILE_DEPTH = 4096  # longer a @ b go to BLAS, whose blocking keeps a panel of b in cache
 
 
 def _tile(rows: int, vectors: int):
@@ -1025,8 +1073,7 @@ def _tile(rows: int, vectors: int):
     return intrinsic(typer)
 
 
-_tile_full, _tile_row = _tile(TILE_ROWS, TILE_VECTORS), _tile(1, TILE_VECTORS)
-_tile_column, _tile_one = _tile(TILE_ROWS, 1), _tile(1, 1)
+_tile_full, _tile_column = _tile(TILE_ROWS, TILE_VECTORS), _tile(TILE_ROWS, 1)
 
 
 def _dot_tile(rows: int, cols: int):
@@ -1079,12 +1126,48 @@ def _dot_tile(rows: int, cols: int):
     return intrinsic(typer)
 
 
-_dot_full, _dot_row = _dot_tile(TILE_ROWS, TILE_ROWS), _dot_tile(1, TILE_ROWS)
-_dot_column, _dot_one = _dot_tile(TILE_ROWS, 1), _dot_tile(1, 1)
+_dot_tile4 = _dot_tile(TILE_ROWS, TILE_ROWS)
+
+
+gemm = _gemm_intrinsic(blas_only=False)
+gemm.__doc__ = """gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc): _gemm, called by its address.
+
+Numba links a callee's code into each caller and compiles it there again: as a plain call _gemm's
+blocks of vector code, inlined at every matmul and convolution, made LeNet-5's cold start 2 s longer.
+Called through dlc_gemm_table it is compiled once per dtype (link_gemm), and a caller holds a call."""
+
+
+def _c_gemm(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc):
+    """_gemm on pointers (the C entry that link_gemm compiles)."""
+    a = carray(pa, ((k if ta else m) * lda,))
+    b = carray(pb, ((n if tb else k) * ldb,))
+    c = carray(pc, (m * ldc,))
+    _gemm(ta, tb, m, n, k, a, 0, lda, b, 0, ldb, c, 0, ldc)
+
+
+def link_gemm(dtype) -> None:
+    """Put the machine code of _gemm for dtype (float32 or float64, numba's or numpy's) into
+    dlc_gemm_table, compiled or from numba's cache, unless it is there. Code that calls gemm runs BLAS's
+    gemm in its place until then (runtime/compiled.py links before a function's first call)."""
+    from numba import from_dtype
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+    dt = dtype if isinstance(dtype, types.Type) else from_dtype(np.dtype(dtype))
+    if dt in _GEMM_LINKED:
+        return
+    i, p = types.int64, types.CPointer(dt)
+    sig = sigutils.normalize_signature(types.void(i, i, i, i, i, p, i, p, i, p, i))
+    f = CFunc(_c_gemm, sig, locals={}, options={"error_model": "numpy"})
+    f.enable_caching()
+    from .compiled import _guard_cache
+    _guard_cache(f, Path(__file__), refresh=False)  # loading it needs no lowering (a warm start)
+    f.compile()
+    _GEMM_LINKED[dt] = f
+    _GEMM_TABLE[_GEMM_DTYPES.index(dt)] = f.address
 
 
 @njit(cache=True, error_model="numpy")
-def gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
+def _gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
     """Row-major c[co:] (m x n, row stride ldc) = op(a[ao:]) (m x k) @ op(b[bo:]) (k x n), op transposing
     when ta / tb is true (a then holds k rows of stride lda).
 
@@ -1093,11 +1176,13 @@ def gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
     products themselves at a training step's sizes: an LSTM step's 32x128 @ 128x512 took 18 us against
     OpenBLAS's 54 (Haswell kernels) or 35 (AVX-512), LeNet-5's first convolution 6x25 @ 25x576 1.1
     against 6.2, MLP 784's 128x784 @ 784x256 270 against 530. A transposed b (a @ b^T: an input's
-    gradient) is read along its rows (_gemm_nt). The columns left over, both operands transposed,
-    products narrower or shorter than a vector and long ones go to BLAS."""
+    gradient) is read along its rows (_gemm_nt), however long. The columns left over, both operands
+    transposed, products narrower or shorter than a vector and a @ b longer than TILE_DEPTH go to BLAS."""
     lanes = VECTOR_BYTES // a.itemsize
     if tb:
-        if ta or k < lanes or k > TILE_DEPTH:
+        # each block's sums are added across lanes at the end, and the products past the last whole
+        # vector one by one: for few vectors (1600x65 @ 65x128) BLAS is twice as fast
+        if ta or k < lanes or (k % lanes and k < 8 * lanes):
             _blas_gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc)
         else:
             _gemm_nt(m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, lanes)
@@ -1107,27 +1192,27 @@ def gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
         _blas_gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc)
         return
     si, sp = (1, lda) if ta else (lda, 1)
-    step = TILE_VECTORS * lanes
+    step, rows = TILE_VECTORS * lanes, m // TILE_ROWS * TILE_ROWS
     j = 0
     while j < full:
         wide = full - j >= step
-        i = 0
-        while i + TILE_ROWS <= m:
+        for i in range(0, rows, TILE_ROWS):
             if wide:
                 _tile_full(a, ao + i * si, si, sp, b, bo + j, ldb, c, co + i * ldc + j, ldc, k)
             else:
                 _tile_column(a, ao + i * si, si, sp, b, bo + j, ldb, c, co + i * ldc + j, ldc, k)
-            i += TILE_ROWS
-        while i < m:
-            if wide:
-                _tile_row(a, ao + i * si, si, sp, b, bo + j, ldb, c, co + i * ldc + j, ldc, k)
-            else:
-                _tile_one(a, ao + i * si, si, sp, b, bo + j, ldb, c, co + i * ldc + j, ldc, k)
-            i += 1
         j += step if wide else lanes
-    if full < n:
-        _blas_gemm(ta, 0, m, n - full, k, a, ao, lda, b, bo + full, ldb, c, co + full, ldc)
+    _gemm_rest(ta, 0, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, rows, full, si, 1)
 
+
+@njit(cache=True, error_model="numpy")
+def _gemm_rest(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, rows, cols, si, sj):
+    """The rows and columns of c that gemm's register blocks left, [0, rows) x [0, cols) being done, by BLAS;
+    a's row i starts at ao + i * si, b's column j at bo + j * sj."""
+    if cols < n and rows > 0:
+        _blas_gemm(ta, tb, rows, n - cols, k, a, ao, lda, b, bo + cols * sj, ldb, c, co + cols, ldc)
+    if rows < m:
+        _blas_gemm(ta, tb, m - rows, n, k, a, ao + rows * si, lda, b, bo, ldb, c, co + rows * ldc, ldc)
 
 
 @njit(cache=True, error_model="numpy")
@@ -1135,30 +1220,18 @@ def _gemm_nt(m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, lanes):
     """gemm's a @ b^T, both read along their rows: register sums over whole vectors of p (_dot_tile),
     then the last k % lanes products one by one."""
     kv = k // lanes * lanes
-    j = 0
-    while j < n:
-        wide = n - j >= TILE_ROWS
-        i = 0
-        while i < m:
-            tall = m - i >= TILE_ROWS
-            ai, bj, cij = ao + i * lda, bo + j * ldb, co + i * ldc + j
-            if tall and wide:
-                _dot_full(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
-            elif wide:
-                _dot_row(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
-            elif tall:
-                _dot_column(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
-            else:
-                _dot_one(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
-            i += TILE_ROWS if tall else 1
-        j += TILE_ROWS if wide else 1
+    rows, cols = m // TILE_ROWS * TILE_ROWS, n // TILE_ROWS * TILE_ROWS
+    for j in range(0, cols, TILE_ROWS):
+        for i in range(0, rows, TILE_ROWS):
+            _dot_tile4(a, ao + i * lda, lda, b, bo + j * ldb, ldb, c, co + i * ldc + j, ldc, kv)
     if kv < k:
-        for i in range(m):
-            for j in range(n):
+        for i in range(rows):
+            for j in range(cols):
                 total = c[co + i * ldc + j]
                 for p in range(kv, k):
                     total += a[ao + i * lda + p] * b[bo + j * ldb + p]
                 c[co + i * ldc + j] = total
+    _gemm_rest(0, 1, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, rows, cols, lda, ldb)
 
 
 GRAIN = 8192  # the least work worth splitting: elements of an elementwise loop, multiply-adds / 8
