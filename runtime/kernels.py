@@ -663,6 +663,9 @@ def _pool2d(xa, oa, T, r, is_max, tid, nt, S):
     kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
     st = np.uint64(sw)
     lo, hi = share(np.uint64(N), np.uint64(T[r + 16]), tid, nt, S)
+    if kh == kw == sh == sw == 2 and ph == pw == 0 and 2 * OH <= H and 2 * OW <= W:  # no window past the edge
+        _pool2x2(xa, oa, xo, oo, np.int64(lo) * C, np.int64(hi) * C, H, W, OH, OW, is_max)
+        return
     for p in range(np.int64(lo) * C, np.int64(hi) * C):
         for oh in range(OH):
             o = oo + (p * OH + oh) * OW
@@ -694,6 +697,26 @@ def _pool2d(xa, oa, T, r, is_max, tid, nt, S):
                 rows = max(0, min(kh, H + 2 * ph - oh * sh))  # window rows inside the padded input
                 for ow in range(OW):
                     oa[o + ow] /= rows * max(0, min(kw, W + 2 * pw - ow * sw))
+
+
+@njit(cache=True, error_model="numpy")
+def _pool2x2(xa, oa, xo, oo, p_lo, p_hi, H, W, OH, OW, is_max):
+    """_pool2d's 2x2 windows at stride 2 without padding (LeNet-5's, VGG's) for planes [p_lo, p_hi): each
+    window's four values in one pass, which LLVM vectorizes as interleaved loads, where the general loop
+    makes a pass per tap over rows as short as the output's (LeNet-5's s2 and s4: 0.26 and 0.16 ms a
+    step against 0.05 and 0.02). Sums in the general loop's order."""
+    one, two = np.uint64(1), np.uint64(2)
+    for p in range(p_lo, p_hi):
+        for oh in range(OH):
+            r0 = np.uint64(xo + (p * H + 2 * oh) * W)
+            r1, o = r0 + np.uint64(W), np.uint64(oo + (p * OH + oh) * OW)
+            for t in range(np.uint64(OW)):
+                a, b = xa[r0 + two * t], xa[r0 + two * t + one]
+                c, d = xa[r1 + two * t], xa[r1 + two * t + one]
+                if is_max:
+                    oa[o + t] = np.maximum(np.maximum(np.maximum(a, b), c), d)
+                else:
+                    oa[o + t] = (a + b + c + d) / 4
 
 
 @njit(cache=True, error_model="numpy")
@@ -1073,7 +1096,8 @@ def _tile(rows: int, vectors: int):
     return intrinsic(typer)
 
 
-_tile_full, _tile_column = _tile(TILE_ROWS, TILE_VECTORS), _tile(TILE_ROWS, 1)
+_tile_full, _tile_row = _tile(TILE_ROWS, TILE_VECTORS), _tile(1, TILE_VECTORS)
+_tile_column, _tile_one = _tile(TILE_ROWS, 1), _tile(1, 1)
 
 
 def _dot_tile(rows: int, cols: int):
@@ -1126,7 +1150,8 @@ def _dot_tile(rows: int, cols: int):
     return intrinsic(typer)
 
 
-_dot_tile4 = _dot_tile(TILE_ROWS, TILE_ROWS)
+_dot_full, _dot_row = _dot_tile(TILE_ROWS, TILE_ROWS), _dot_tile(1, TILE_ROWS)
+_dot_column, _dot_one = _dot_tile(TILE_ROWS, 1), _dot_tile(1, 1)
 
 
 gemm = _gemm_intrinsic(blas_only=False)
@@ -1192,27 +1217,26 @@ def _gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
         _blas_gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc)
         return
     si, sp = (1, lda) if ta else (lda, 1)
-    step, rows = TILE_VECTORS * lanes, m // TILE_ROWS * TILE_ROWS
+    step = TILE_VECTORS * lanes
     j = 0
     while j < full:
         wide = full - j >= step
-        for i in range(0, rows, TILE_ROWS):
-            if wide:
-                _tile_full(a, ao + i * si, si, sp, b, bo + j, ldb, c, co + i * ldc + j, ldc, k)
+        i = 0
+        while i < m:
+            tall = m - i >= TILE_ROWS
+            aij, bj, cij = ao + i * si, bo + j, co + i * ldc + j
+            if tall and wide:
+                _tile_full(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k)
+            elif tall:
+                _tile_column(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k)
+            elif wide:
+                _tile_row(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k)
             else:
-                _tile_column(a, ao + i * si, si, sp, b, bo + j, ldb, c, co + i * ldc + j, ldc, k)
+                _tile_one(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k)
+            i += TILE_ROWS if tall else 1
         j += step if wide else lanes
-    _gemm_rest(ta, 0, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, rows, full, si, 1)
-
-
-@njit(cache=True, error_model="numpy")
-def _gemm_rest(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, rows, cols, si, sj):
-    """The rows and columns of c that gemm's register blocks left, [0, rows) x [0, cols) being done, by BLAS;
-    a's row i starts at ao + i * si, b's column j at bo + j * sj."""
-    if cols < n and rows > 0:
-        _blas_gemm(ta, tb, rows, n - cols, k, a, ao, lda, b, bo + cols * sj, ldb, c, co + cols, ldc)
-    if rows < m:
-        _blas_gemm(ta, tb, m - rows, n, k, a, ao + rows * si, lda, b, bo, ldb, c, co + rows * ldc, ldc)
+    if full < n:
+        _blas_gemm(ta, 0, m, n - full, k, a, ao, lda, b, bo + full, ldb, c, co + full, ldc)
 
 
 @njit(cache=True, error_model="numpy")
@@ -1220,18 +1244,30 @@ def _gemm_nt(m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, lanes):
     """gemm's a @ b^T, both read along their rows: register sums over whole vectors of p (_dot_tile),
     then the last k % lanes products one by one."""
     kv = k // lanes * lanes
-    rows, cols = m // TILE_ROWS * TILE_ROWS, n // TILE_ROWS * TILE_ROWS
-    for j in range(0, cols, TILE_ROWS):
-        for i in range(0, rows, TILE_ROWS):
-            _dot_tile4(a, ao + i * lda, lda, b, bo + j * ldb, ldb, c, co + i * ldc + j, ldc, kv)
+    j = 0
+    while j < n:
+        wide = n - j >= TILE_ROWS
+        i = 0
+        while i < m:
+            tall = m - i >= TILE_ROWS
+            ai, bj, cij = ao + i * lda, bo + j * ldb, co + i * ldc + j
+            if tall and wide:
+                _dot_full(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
+            elif tall:
+                _dot_column(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
+            elif wide:
+                _dot_row(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
+            else:
+                _dot_one(a, ai, lda, b, bj, ldb, c, cij, ldc, kv)
+            i += TILE_ROWS if tall else 1
+        j += TILE_ROWS if wide else 1
     if kv < k:
-        for i in range(rows):
-            for j in range(cols):
+        for i in range(m):
+            for j in range(n):
                 total = c[co + i * ldc + j]
                 for p in range(kv, k):
                     total += a[ao + i * lda + p] * b[bo + j * ldb + p]
                 c[co + i * ldc + j] = total
-    _gemm_rest(0, 1, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, rows, cols, lda, ldb)
 
 
 GRAIN = 8192  # the least work worth splitting: elements of an elementwise loop, multiply-adds / 8

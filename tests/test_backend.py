@@ -81,6 +81,8 @@ def _primitive_graph():
     # windows that reach past the padded input: fewer elements count, rows and columns alike
     outs["avg_pool_ceil"] = e("avg_pool", img, k=[3, 2], stride=[2, 3], pad=[1, 0], round="ceil")
     outs["max_pool_pad"] = e("max_pool", img, k=[3, 3], stride=[2, 1], pad=[1, 1])
+    for op in ("max_pool", "avg_pool"):  # 2x2 windows at stride 2 (kernels._pool2x2), odd sizes floored
+        outs[op + "_2x2"] = e(op, img, k=[2, 2], stride=[2, 2], round="floor")
     outs["reshape"] = e("reshape", seq, shape=(B, Dim.const(20)))
     outs["transpose"] = e("transpose", seq, perm=[2, 0, 1])
     outs["broadcast_to"] = e("broadcast_to", e.const(np.arange(4, dtype=np.float32), "f32"), shape=(B, Dim.const(4)))
