@@ -228,14 +228,15 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
 
 
 def _gemm_cases():
-    from runtime.kernels import TILE_DEPTH, TILE_VECTORS, VECTOR_BYTES
+    from runtime.kernels import TILE_CHUNK, TILE_VECTORS, VECTOR_BYTES
     wide = TILE_VECTORS * VECTOR_BYTES // 4  # float32 columns of a full register block
     return [  # (ta, tb, m, n, k): register blocks, the rows and columns they leave, and what BLAS keeps
         (0, 0, 8, wide, 16), (1, 0, 8, wide, 16), (0, 0, 13, 2 * wide + VECTOR_BYTES // 4 + 3, 9),
         (1, 0, 6, wide + 5, 7), (0, 0, 3, VECTOR_BYTES // 8, 5), (0, 0, 5, 7, 4), (0, 0, 5, wide, 0),
         (0, 1, 9, 7, 2 * VECTOR_BYTES + 3), (0, 1, 8, 4, VECTOR_BYTES // 8), (0, 1, 9, wide + 1, 6),
         (0, 1, 5, 6, VECTOR_BYTES // 4 + 1),
-        (1, 1, 4, 20, 3), (0, 0, 2, wide, TILE_DEPTH + 1), (0, 1, 3, 5, TILE_DEPTH + 1)]
+        (1, 1, 4, 20, 3), (0, 1, 3, 5, 4000),
+        (0, 0, 6, wide + VECTOR_BYTES // 4, 2 * TILE_CHUNK + 3), (1, 0, 5, wide, TILE_CHUNK)]  # k in chunks
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])

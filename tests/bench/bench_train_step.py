@@ -620,12 +620,17 @@ def header(a) -> str:
                            capture_output=True, text=True, check=False).stdout.strip()
     sys.path.insert(0, str(ROOT))
     from compiler import __version__
+    from runtime.kernels import VECTOR_BYTES
+    from llvmlite import binding
     return "\n".join([
         f"dlc train-step benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}",
         f"machine: {cpu}, {os.cpu_count()} logical CPUs ({usable} usable), {platform.system()} {platform.release()}",
         (f"python {platform.python_version()}, numpy {ver('numpy')}, numba {ver('numba')}, "
          f"llvmlite {ver('llvmlite')}, scipy {ver('scipy')}, torch {ver('torch')}"),
         f"dlc {__version__} at {git.stdout.strip() or '?'}" + (" (uncommitted changes in compiler/runtime/dsl/zoo)" if dirty else ""),
+        # both set how fast the matmuls are: dlc's register blocks, and the kernels OpenBLAS picks
+        (f"dlc gemm: {VECTOR_BYTES}-byte vectors (LLVM cpu {binding.get_host_cpu_name()}); "
+         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(not set: OpenBLAS picks by the CPU)')}"),
         *(["PYTHONDONTWRITEBYTECODE is set: imports compile every module from source (no .pyc written)"]
           if os.environ.get("PYTHONDONTWRITEBYTECODE") else []),
         (f"threads {a.threads} (torch.set_num_threads; OPENBLAS/OMP/MKL/NUMBA/DLC_NUM_THREADS for both), Adam lr {LR} "
