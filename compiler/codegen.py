@@ -600,18 +600,23 @@ class _Function:
             loops[0] = "for i0 in range(lo, hi):"
         else:
             work = None
-        lines += ["    " * q + x for q, x in enumerate(loops)]
-        ind2 = "    " * ru
-        jj = horner([(f"i{q}", usz[q]) for q in range(ax, ax + ri)])
+        # the index is read, and checked, once for the row it adds (the loops past the indexed axes
+        # inside): LLVM cannot move the load out of a loop that stores into another array
+        picked = ax + ri
+        lines += ["    " * q + x for q, x in enumerate(loops[:picked])]
+        jj = horner([(f"i{q}", usz[q]) for q in range(ax, picked)])
         oi = horner([(f"i{q}", osz[q]) for q in range(ax)] + [("np.uint64(j)", osz[ax])]
-                    + [(f"i{q}", osz[q - ri + 1]) for q in range(ax + ri, ru)])
+                    + [(f"i{q}", osz[q - ri + 1]) for q in range(picked, ru)])
         add = f"{o}[{o}o + {oi}] += {u}[{u}o + {horner([(f'i{q}', usz[q]) for q in range(ru)])}]"
+        ind2 = "    " * picked
         lines.append(ind2 + f"j = {ix}[{ix}o + {jj}]")
         if g.node(n)["attrs"]["outside"] == "zero":  # an index outside adds nothing
-            lines += [ind2 + f"if j >= 0 and j < {osz[ax]}:", ind2 + "    " + add]
+            lines.append(ind2 + f"if j >= 0 and j < {osz[ax]}:")
+            ind2 += "    "
         else:
-            lines += [ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + "    raise IndexError('scatter_add index out of range')",
-                      ind2 + add]
+            lines += [ind2 + f"if j < 0 or j >= {osz[ax]}:", ind2 + "    raise IndexError('scatter_add index out of range')"]
+        lines += [ind2 + "    " * (q - picked) + x for q, x in enumerate(loops) if q >= picked]
+        lines.append(ind2 + "    " * (ru - picked) + add)
         self.kernel_call(ind, lines, k, note, work)
 
     # ---- scan: a loop in the step function
@@ -769,9 +774,8 @@ class _Fused:
         else:
             self.n = [k.scalar(f.D(d)) for d in self.dom]
             self.iv = [f"i{q}" for q in range(self.r)]
-        stmts: list[str] = []
-        for m in self.members:
-            stmts += self.member(m)
+        placed = [line if isinstance(line, tuple) else (len(self.iv), line)
+                  for m in self.members for line in self.member(m)]
         full = self.index(self.dom)
         stores = [f"{o}[{o}o + {full}] = {self.local[n]}" for o, n in zip(outs, stored)]
         lines = []
@@ -782,9 +786,15 @@ class _Fused:
                 self.work = product(list(self.dom)) * len(self.members)
                 lines.append(f.share(k, self.n[0], self.work))
                 loops[0] = f"for {self.iv[0]} in range(lo, hi):"
-            lines += ["    " * q + x for q, x in enumerate(loops)]
-            lines += ["    " * len(loops) + x for x in stmts + stores]
+            # a statement that reads only the outer indices runs in the loop of the last of them: LLVM
+            # cannot move a load out of a loop that stores through another array that might overlap it
+            for q in range(len(loops) + 1):
+                lines += ["    " * q + x for depth, x in placed if depth == q]
+                if q < len(loops):
+                    lines.append("    " * q + loops[q])
+            lines += ["    " * len(loops) + x for x in stores]
             return lines
+        stmts = [x for _, x in placed]
         # a reduction: the kept axes outside, the reduced axes inside, a float64 accumulator
         d = g.node(it.tail)
         op = d["op"]
@@ -976,13 +986,15 @@ class _Fused:
             sh = g.type(ins[0]).shape
             pairs = [(self.iv[q], self.n[q]) for q in range(ax) if not _unit(sh[q])] + [(f"np.uint64({j})", rows)]
             pairs += [(self.iv[q + ri - 1], self.n[q + ri - 1]) for q in range(ax + 1, len(sh)) if not _unit(sh[q])]
+            # the index and its check, at the depth of the last loop whose index picks it
+            depth = max([q + 1 for q in range(ax, ax + ri) if not _unit(self.dom[q])], default=0)
             if a["outside"] == "zero":  # a row of zeros: one_hot(i) @ table
                 zero = literal(0, f.mod.store(d["type"].dtype))
-                return [f"{j} = {ix}[{ix}o + {mid}]",
-                        f"{t} = {src}[{src}o + {horner(pairs)}] if {j} >= 0 and {j} < {rows} else {zero}"]
-            return [f"{j} = {ix}[{ix}o + {mid}]",
-                    f"if {j} < 0 or {j} >= {rows}:",
-                    "    raise IndexError('gather index out of range')",
+                return [(depth, f"{j} = {ix}[{ix}o + {mid}]"), (depth, f"{e} = {j} >= 0 and {j} < {rows}"),
+                        f"{t} = {src}[{src}o + {horner(pairs)}] if {e} else {zero}"]
+            return [(depth, f"{j} = {ix}[{ix}o + {mid}]"),
+                    (depth, f"if {j} < 0 or {j} >= {rows}:"),
+                    (depth, "    raise IndexError('gather index out of range')"),
                     f"{t} = {src}[{src}o + {horner(pairs)}]"]
         if op == "one_hot":
             sh = g.type(ins[0]).shape
