@@ -20,7 +20,7 @@ import marshal
 import os
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -298,7 +298,7 @@ class Compiled:
         fn = getattr(self.module, name)
         try:
             if name not in self._called:
-                ok = self._first_call(prog, fn, args)
+                ok = self._first_call(prog, fn, args, team is not None)
             elif team is not None:
                 if team.pid != os.getpid():  # a forked process: its parent's threads are not here
                     team = _team(team.size)
@@ -321,16 +321,18 @@ class Compiled:
                 outs[out_name] = np.asarray(arg)
         return bool(ok), outs
 
-    def _first_call(self, prog: Program, fn, args: tuple):
+    def _first_call(self, prog: Program, fn, args: tuple, teamed: bool):
         """A function's first call in this process: compile what numba's cache lacks, its callees in
-        parallel, then the function itself linked as they are. Checked once per function, not on every
-        step: a dispatcher's list of signatures is built at each access."""
+        parallel, then the function itself linked as they are, and run it in this thread. Checked once per
+        function, not on every step: a dispatcher's list of signatures is built at each access. A function
+        that later runs in a team runs BLAS single-threaded here too: BLAS's threads woken by this call
+        slowed LeNet-5's next two steps from 1.5 ms to 40-80 ms each."""
         self._called.add(prog.name)
         args = (*args, 0, 1, _ALONE)
         if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
             compile_parallel(self.module, [(prog, args)], self.gen.float_dtype)
         link_gemm(_NP[self.gen.float_dtype])  # what its matmuls and convolutions call
-        with linked_as_optimized([prog.name]):
+        with linked_as_optimized([prog.name]), (one_blas_thread() if teamed else nullcontext()):
             return fn(*args)
 
     def _arguments(self, prog: Program, feeds: dict, seed: int, step: int):
@@ -427,6 +429,23 @@ def _blas_threads():
     return get, put
 
 
+@contextmanager
+def one_blas_thread():
+    """BLAS single-threaded for a while (where _blas_threads can set it). Its threads, once woken, spin
+    for about a tenth of a second waiting for more work, on the CPUs a team's threads need."""
+    found = _blas_threads()
+    if found is None:
+        yield
+        return
+    get, put = found
+    before = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(before)
+
+
 class Team:
     """Threads that run a step function with the calling thread. Every thread runs the whole function:
     it takes its share of each item that splits (runtime/kernels.py share), thread 0 alone runs the
@@ -467,33 +486,27 @@ class Team:
                 self._idle.notify_all()
 
     def run(self, fn, args: tuple):
-        get, put = _blas_threads()
-        with _RUNNING:
+        with _RUNNING, one_blas_thread():
             # threads that left a barrier because another failed had counted themselves in
             self.S[0], self.S[2], self.S[3] = 0, 0, GRAIN
             self._job = (fn, args)
             self._cpu = _this_cpu()
             self._posted += self.size - 1
-            before = get()
-            put(1)
+            for go in self._go:
+                go.release()
             try:
-                for go in self._go:
-                    go.release()
-                try:
-                    ok = fn(*args, 0, self.size, self.S)
-                except BaseException:
-                    self.S[2] = 1
-                    self._join()
-                    self._errors.clear()
-                    raise
-                if self.S[2]:  # another thread failed
-                    self._join()
-                    error = self._errors[0]
-                    self._errors.clear()
-                    raise error
-                return ok
-            finally:
-                put(before)
+                ok = fn(*args, 0, self.size, self.S)
+            except BaseException:
+                self.S[2] = 1
+                self._join()
+                self._errors.clear()
+                raise
+            if self.S[2]:  # another thread failed
+                self._join()
+                error = self._errors[0]
+                self._errors.clear()
+                raise error
+            return ok
 
     def _join(self):
         """Wait until every thread has left the function (after a failure: the next call may not start

@@ -478,6 +478,38 @@ def test_a_forked_process_runs_its_own_team(monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.skipif(compiled._blas_threads() is None, reason="needs a BLAS whose threads can be set")
+def test_blas_runs_single_threaded_wherever_a_team_will(monkeypatch):
+    """A step that runs in a team runs BLAS single-threaded, in the team and in its first call, which runs
+    alone (BLAS's threads woken there spin on the team's CPUs: LeNet-5's next steps took 40-80 ms, not
+    1.5); BLAS's own setting is back afterwards."""
+    from contextlib import contextmanager
+    get, put = compiled._blas_threads()
+    seen = []
+    real = compiled.one_blas_thread
+
+    @contextmanager
+    def watched():
+        with real():
+            seen.append(get())
+            yield
+    monkeypatch.setattr(compiled, "one_blas_thread", watched)
+    _team(monkeypatch, 2)
+    g = Graph("blas_threads")
+    x = g.add("input", [], {"name": "x"}, TType((Dim.const(8), Dim.const(8)), "f32"), None, "x")
+    g.inputs = [x]
+    g.outputs = [("y", Emitter(g, None, "t")("matmul", x, x))]
+    c = compiled.compile_graphs("blas_threads", [compiled.Entry("step", g, ["y"], {})])
+    before = get()
+    put(2)
+    try:
+        for _ in range(2):  # alone, then in the team
+            c.call("step", {"x": np.eye(8, dtype=np.float32)})
+        assert seen == [1, 1] and get() == 2
+    finally:
+        put(before)
+
+
 def test_a_team_meets_correctly_after_a_failure():
     """A thread that fails leaves the others inside a barrier they had counted themselves into; the next
     call starts with a clean count (else its first barrier lets one thread through alone)."""
