@@ -31,7 +31,7 @@ import numpy as np
 from .dims import Dim, product
 from .graph import Graph
 from .ops import _per_axis, window_geometry
-from .schedule import CONV_KERNEL, ELEMENTWISE, Schedule, conv_plan
+from .schedule import CONV_KERNEL, ELEMENTWISE, Item, Schedule, conv_plan
 
 STORE = ("f32", "f64", "i32", "i64", "bool")
 NP_NAME = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
@@ -381,7 +381,7 @@ class _Function:
             elif it.kind == "scan":
                 self.emit_scan(s, it, ind, rk)
             elif it.kind == "matmul":
-                self.emit_matmul(s, it, ind, note)
+                self.emit_matmul(s, it, ind, note, rk)
             elif it.kind in ("conv", "conv_transpose", "max_pool", "avg_pool", "max_pool_grad"):
                 self.emit_window(s, it, ind)
             elif it.kind in ("concat", "scatter_add"):
@@ -449,7 +449,7 @@ class _Function:
         self.call(ind, name, k, work)
 
     # ---- matmul: BLAS on 2-d views made inside the kernel
-    def emit_matmul(self, s: Schedule, it, ind: str, note: str):
+    def emit_matmul(self, s: Schedule, it, ind: str, note: str, rk: str):
         g = s.graph
         n = it.nodes[0]
         a, b = g.node(n)["inputs"]
@@ -461,7 +461,7 @@ class _Function:
         pb = k.array(self.ref(s, it.transposed.get(1, b)))
         sa = A_.shape if A_.rank > 1 else (Dim.const(1),) + A_.shape
         sb = B_.shape if B_.rank > 1 else B_.shape + (Dim.const(1),)
-        M, K, N = (k.scalar(self.D(d)) for d in (sa[-2], sa[-1], sb[-1]))
+        M, K, N = (k.scalar(self.D(d), key=("size", self.D(d))) for d in (sa[-2], sa[-1], sb[-1]))
         nb = max(len(sa), len(sb)) - 2
         full = list(out.shape[:nb])
         bs = [k.scalar(self.D(d)) for d in full]
@@ -480,18 +480,27 @@ class _Function:
                   ind2 + f"bo = {pb}o + ({batch_index(sb)}) * {K} * {N}",
                   ind2 + f"oo = {o}o + ({horner([(iv[j], bs[j]) for j in range(nb) if not _unit(full[j])])}) * {M} * {N}"]
         lda, ldb = (M if ta else K), (K if tb else N)
+
+        def epilogue(axis, depth):  # the loop after the product, over this thread's block of it
+            if not it.epilogue:
+                return []
+            fz = _Fused(self, s, Item("fused", it.nodes[it.epilogue:], it.domain,
+                                      stored=[m for m in it.stored if m in it.nodes[it.epilogue:]]), rk)
+            fz.k = k
+            return ["    " * depth + x for x in fz.build(part=(axis, "lo", "hi"))]
         if float_out and not nb:
             # a thread's block of the longer side: rows of the product (rows of a, or its columns when
             # transposed) or columns (of b, or its rows). Each thread packs all of the other operand.
             tt = f"{int(ta)}, {int(tb)}"
             lines += [f"if {M} >= {N}:", "    " + self.share(k, M, work), "    if hi > lo:",
                       f"        gemm({tt}, hi - lo, {N}, {K}, {pa}, ao + lo{'' if ta else f' * {K}'}, {lda}, "
-                      f"{pb}, bo, {ldb}, {o}, oo + lo * {N}, {N})",
+                      f"{pb}, bo, {ldb}, {o}, oo + lo * {N}, {N})", *epilogue(0, 2),
                       "else:", "    " + self.share(k, N, work), "    if hi > lo:",
                       f"        gemm({tt}, {M}, hi - lo, {K}, {pa}, ao, {lda}, "
-                      f"{pb}, bo + lo{f' * {K}' if tb else ''}, {ldb}, {o}, oo + lo, {N})"]
+                      f"{pb}, bo + lo{f' * {K}' if tb else ''}, {ldb}, {o}, oo + lo, {N})", *epilogue(1, 2)]
         elif float_out:
             lines.append(ind2 + f"gemm({int(ta)}, {int(tb)}, {M}, {N}, {K}, {pa}, ao, {lda}, {pb}, bo, {ldb}, {o}, oo, {N})")
+            lines += epilogue(0, 0)  # over this thread's part of the first batch axis
         else:  # integers: plain loops (BLAS has none)
             ai = f"ao + k * {M} + i" if ta else f"ao + i * {K} + k"
             bi = f"bo + j * {K} + k" if tb else f"bo + k * {N} + j"
@@ -760,19 +769,21 @@ class _Fused:
         full = (Dim.const(1),) * (sum(len(grp) for grp in self.groups) - len(shape)) + tuple(shape)
         return tuple(product([full[q] for q in grp]) for grp in self.groups)
 
-    def build(self):
+    def build(self, part: tuple | None = None):
+        """The kernel's lines; part (axis, lo, hi): over that range of one axis only, in a kernel whose
+        thread already has its part (a matmul's epilogue), else threads split the outer axis."""
         g, f, k = self.g, self.f, self.k
         it = self.it
         stored = [n for n in it.stored if n != it.tail]
         outs = [k.array(f.ref(self.s, n)) for n in stored]
         tail_out = k.array(f.ref(self.s, it.tail)) if it.tail is not None else None
-        self.flat = self.flat_ok()
-        self.groups = None if self.flat else self.merge_axes()
+        self.flat = part is None and self.flat_ok()
+        self.groups = None if self.flat or part is not None else self.merge_axes()
         if self.flat:
             self.size = k.scalar(f.D(product(self.dom)))
             self.iv, self.n = ["i"], [self.size]
         else:
-            self.n = [k.scalar(f.D(d)) for d in self.dom]
+            self.n = [k.scalar(f.D(d), key=("size", f.D(d))) for d in self.dom]  # an epilogue reads its matmul's
             self.iv = [f"i{q}" for q in range(self.r)]
         placed = [line if isinstance(line, tuple) else (len(self.iv), line)
                   for m in self.members for line in self.member(m)]
@@ -782,7 +793,10 @@ class _Fused:
         if it.tail is None:
             loops = [f"for i in range({self.size}):"] if self.flat else \
                 [f"for i{q} in range({self.n[q]}):" for q in range(self.r)]
-            if self.r:  # every index is written once: threads split the outer loop
+            if part is not None:
+                axis, lo, hi = part
+                loops[axis] = f"for i{axis} in range({lo}, {hi}):"
+            elif self.r:  # every index is written once: threads split the outer loop
                 self.work = product(list(self.dom)) * len(self.members)
                 lines.append(f.share(k, self.n[0], self.work))
                 loops[0] = f"for {self.iv[0]} in range(lo, hi):"

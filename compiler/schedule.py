@@ -9,6 +9,8 @@ Fusion rules, by the op kinds of the registry:
     nodes; sources computed from the index (fill, iota, random numbers, one_hot) join as well, and so do
     reads through an index map (transpose, broadcast_to, slice, gather, pad), whose operand must be stored;
   - a reduction absorbs the group that computes its operand (the group's loop becomes the reduction's);
+  - a matmul takes as its epilogue a group over its product's shape that reads the product elementwise (a
+    bias and an activation): each thread runs it over its block of the product right after making it;
   - a transpose that swaps the last two axes and feeds only matmuls is never copied: the matmul reads it
     transposed (BLAS does both layouts);
   - reshape and tuple_get are views of their operand's storage; every other op is an item of its own.
@@ -55,6 +57,7 @@ class Item:
     check_loss: bool = False  # stop the step here when the loss (its stored value) is not finite
     workspace: int | None = None  # index of its scratch buffer (im2col columns), if it needs one
     plan: tuple | None = None  # conv and conv_transpose: conv_plan's answer, worked out once
+    epilogue: int = 0  # matmul: where in nodes the elementwise loop over its product begins (0: none)
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Schedule:
         for k, it in enumerate(self.items):
             names = ", ".join(f"%{n} {g.node(n)['op']}" for n in it.nodes)
             extra = f" over {_shape(it.domain)}" if it.kind == "fused" else ""
+            if it.epilogue:
+                extra += f" with an epilogue over {_shape(it.domain)}"
             if it.transposed:
                 extra += " reading " + ", ".join(f"operand {i} transposed" for i in it.transposed)
             plan = conv_plan(g, it)
@@ -247,6 +252,7 @@ def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = N
             group_of[n].check_loss = True
     for it in list(open_groups):
         close(it)
+    s.items = _epilogues(s, s.items, set((updates or {}).values()) | (set(roots) if g.parent is not None else set()))
 
     # What each item must store: values read by another item, and the roots.
     read_outside = set(roots)
@@ -257,14 +263,59 @@ def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = N
         if s.storage.get(n, ("",))[0] == "view":
             read_outside.add(g.node(n)["inputs"][0])
     for it in s.items:
-        if it.kind != "scan":
-            it.stored = [n for n in it.nodes if n in read_outside or it.kind != "fused"]
+        if it.kind != "scan":  # a matmul's product is stored, its epilogue's values as a group's are
+            it.stored = [n for k, n in enumerate(it.nodes)
+                         if n in read_outside or (it.kind != "fused" and k < (it.epilogue or len(it.nodes)))]
         for n in it.stored:
             s.storage.setdefault(n, ("scratch", None))
     for it in s.items:
         if it.kind == "scan":
             _fuse_body(s, it)
     return s
+
+
+def _epilogues(s: Schedule, items: list, kept: set) -> list:
+    """A fused loop over a matmul's product that reads the product elementwise (a bias and an activation)
+    becomes the matmul's epilogue: each thread runs it over its own block of the product as soon as it
+    is made, still in cache, with no barrier and no call between. The loop moves up to the matmul when
+    nothing between them writes what it reads. Loops that write a value in place of an older one are
+    left alone (kept: optimizer updates, a scan body's carries)."""
+    g = s.graph
+
+    def base(n):
+        while s.storage.get(n, ("",))[0] == "view":
+            n = s.storage[n][1]
+        return n
+    out = []
+    for it in items:
+        host = None
+        if it.kind == "fused" and it.tail is None and not kept & set(it.nodes):
+            members = set(it.nodes)
+            reads = {base(i) for m in it.nodes for i in g.node(m)["inputs"] if i not in members}
+            for mm in reversed(out):
+                if (mm.kind == "matmul" and mm.nodes[0] in reads and not mm.epilogue and not mm.check_loss
+                        and _takes_epilogue(g, mm.nodes[0], it)):
+                    host = mm
+                if host is not None or reads & (set(mm.nodes) | set(mm.stored)):  # it reads what mm writes
+                    break
+        if host is None:
+            out.append(it)
+            continue
+        host.epilogue = len(host.nodes)
+        host.nodes += it.nodes
+        host.domain = it.domain
+        host.check_loss = it.check_loss
+    return out
+
+
+def _takes_epilogue(g: Graph, product: int, it: Item) -> bool:
+    t = g.type(product)
+    a, b = g.node(product)["inputs"]
+    if (t.dtype not in ("f32", "f64") or g.type(a).rank < 2 or g.type(b).rank < 2
+            or tuple(it.domain) != tuple(t.shape)):
+        return False
+    readers = [m for m in it.nodes if product in g.node(m)["inputs"]]
+    return bool(readers) and all(g.node(m)["op"] in ELEMENTWISE for m in readers)
 
 
 def _fuse_body(s: Schedule, it: Item):

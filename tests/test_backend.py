@@ -577,6 +577,40 @@ def _check_zoo_steps(name, sets, cases):
                 ref[o[len("new:"):]] = want[o]
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_matmul_epilogues_match_the_reference(threads, monkeypatch):
+    """A bias and an activation after a product run in the product's kernel over each thread's block:
+    its rows (5 x 7 @ 7 x 3), its columns (2 x 9 @ 9 x 11) or its first batch axis (4 x 3 x 6 @ 6 x 5);
+    a loop that reads the product through an index map stays a loop of its own."""
+    if threads > 1:
+        _team(monkeypatch, threads)
+    g = Graph(f"epilogues{threads}")
+    e = Emitter(g, None, "t")
+    r = np.random.default_rng(3)
+    feeds, outs = {}, []
+
+    def inp(name, shape):
+        n = g.add("input", [], {"name": name}, TType(tuple(Dim.const(d) for d in shape), "f64"), None, name)
+        g.inputs.append(n)
+        feeds[name] = r.standard_normal(shape)
+        return n
+    for k, (act, sa, sb) in enumerate([("tanh", (5, 7), (7, 3)), ("relu", (2, 9), (9, 11)), ("sigmoid", (4, 3, 6), (6, 5))]):
+        y = e("add", e("matmul", inp(f"a{k}", sa), inp(f"b{k}", sb)), inp(f"bias{k}", (sb[-1],)))
+        y = e("maximum", y, e.const(0.0, "f64")) if act == "relu" else e(act, y)
+        outs.append((f"y{k}", y))
+    p = e("matmul", inp("p", (4, 4)), inp("q", (4, 4)))
+    outs.append(("t", e("add", e("transpose", p, perm=[1, 0]), p)))
+    g.outputs = outs
+    s = compiled.schedule_entry(compiled.Entry("step", g, [n for n, _ in outs], {}), "f64")
+    assert [it.kind for it in s.items if it.epilogue] == ["matmul"] * 3
+    c = compiled.compile_graphs(g.name, [compiled.Entry("step", g, [n for n, _ in outs], {})], "f64")
+    want = interpreter.run(g, feeds, {}, float_dtype=np.float64)
+    for _ in range(2):  # alone, then in the team
+        got = c.call("step", feeds)[1]
+        for name, _ in outs:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
 def test_mlp_schedule_structure():
     """Fusion groups of an MLP's training step, in-place updates, and an arena smaller than its buffers."""
     step, values, feeds, outs = _zoo_step("mlp", {})
@@ -585,8 +619,10 @@ def test_mlp_schedule_structure():
     g = s.graph
     kinds = [it.kind for it in s.items]
     assert kinds.count("matmul") == 3 * 3 - 1  # forward 3, backward 2 per layer but the first (no input grad)
-    ops_of = [[g.node(n)["op"] for n in it.nodes] for it in s.items if it.kind == "fused"]
-    assert any(ops[:2] == ["add", "maximum"] for ops in ops_of)  # bias and relu (and dropout) in one loop
+    # bias and relu (and dropout) in one loop, the epilogue of the forward matmuls of the hidden layers
+    epilogues = [[g.node(n)["op"] for n in it.nodes[it.epilogue:]] for it in s.items if it.epilogue]
+    assert len(epilogues) == 2 and all(ops[:2] == ["add", "maximum"] for ops in epilogues), epilogues
+    assert all(it.kind == "matmul" and it.epilogue == 1 for it in s.items if it.epilogue)
     # Adam: each parameter's slots and weight updated by one fused loop, in place
     assert sorted(s.inplace) == sorted(updates)
     assert all(it.kind != "transpose" for it in s.items)  # transposes of matmul operands became BLAS flags
