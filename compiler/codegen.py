@@ -383,7 +383,7 @@ class _Function:
             elif it.kind == "matmul":
                 self.emit_matmul(s, it, ind, note, rk)
             elif it.kind in ("conv", "conv_transpose", "max_pool", "avg_pool", "max_pool_grad"):
-                self.emit_window(s, it, ind)
+                self.emit_window(s, it, ind, note, rk)
             elif it.kind in ("concat", "scatter_add"):
                 getattr(self, "emit_" + it.kind)(s, it, ind, note)
             else:
@@ -482,12 +482,7 @@ class _Function:
         lda, ldb = (M if ta else K), (K if tb else N)
 
         def epilogue(axis, depth):  # the loop after the product, over this thread's block of it
-            if not it.epilogue:
-                return []
-            fz = _Fused(self, s, Item("fused", it.nodes[it.epilogue:], it.domain,
-                                      stored=[m for m in it.stored if m in it.nodes[it.epilogue:]]), rk)
-            fz.k = k
-            return ["    " * depth + x for x in fz.build(part=(axis, "lo", "hi"))]
+            return ["    " * depth + x for x in self.epilogue(s, it, k, rk, axis)]
         if float_out and not nb:
             # a thread's block of the longer side: rows of the product (rows of a, or its columns when
             # transposed) or columns (of b, or its rows). Each thread packs all of the other operand.
@@ -509,8 +504,18 @@ class _Function:
                       ind2 + f"        {o}[oo + i * {N} + j] = acc"]
         self.kernel_call(ind, lines, k, note, work)
 
+    def epilogue(self, s: Schedule, it, k: _Kernel, rk: str, axis: int) -> list[str]:
+        """The lines of an item's epilogue (schedule.Item.epilogue) in its kernel k, over the range
+        [lo, hi) of one axis: the part of the output that this thread made."""
+        if not it.epilogue:
+            return []
+        tail = it.nodes[it.epilogue:]
+        fz = _Fused(self, s, Item("fused", tail, it.domain, stored=[m for m in it.stored if m in tail]), rk)
+        fz.k = k
+        return fz.build(part=(axis, "lo", "hi"))
+
     # ---- windows: runtime/kernels.py on 2-d (a 1-d op runs with height 1)
-    def emit_window(self, s: Schedule, it, ind: str):
+    def emit_window(self, s: Schedule, it, ind: str, note: str, rk: str):
         g = s.graph
         n = it.nodes[0]
         d = g.node(n)
@@ -539,9 +544,25 @@ class _Function:
             # multiply-adds / 8, as a product's
             work = product(list(g.type(ins[0] if it.kind == "conv_transpose" else n).shape) +
                            list(g.type(ins[1]).shape[1:])) // 8
-            self.lib(ind, CONV_KERNEL[layout], refs([ins[0], ins[1], n]) + [ws],
-                     ints=ints + [self.D(a.get("groups", 1)), self.D(images), self.D(layout), self.D(size),
-                                  self.D(work)], work=work)
+            ints += [self.D(a.get("groups", 1)), self.D(images), self.D(layout), self.D(size), self.D(work)]
+            if not it.epilogue:
+                self.lib(ind, CONV_KERNEL[layout], refs([ins[0], ins[1], n]) + [ws], ints=ints, work=work)
+                return
+            # a kernel of ours that calls the convolution with its row of T as the first entries of its own,
+            # then runs the epilogue over the images the convolution gave this thread (share's same split)
+            k = _Kernel()
+            names = []
+            for ref in refs([ins[0], ins[1], n]) + [ws]:
+                names.append(k._name("a"))
+                k.arrays.append((names[-1], ref[0]))
+                k.scalar(ref[1], name=names[-1] + "o")
+                k.storage.setdefault(ref, names[-1])
+            for v in ints:
+                k.scalar(v)
+            k.threaded(named=True)
+            images = k.scalar(self.D(g.type(n).shape[0]), key=("size", self.D(g.type(n).shape[0])))
+            lines = [f"{CONV_KERNEL[layout]}({', '.join(names)}, T, r, tid, nt, S)", self.share(k, images, work)]
+            self.kernel_call(ind, lines + self.epilogue(s, it, k, rk, 0), k, note, work)
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)
@@ -734,10 +755,11 @@ class _Fused:
                         return False
         return True
 
-    def merge_axes(self) -> list | None:
+    def merge_axes(self, alone: int | None = None) -> list | None:
         """Adjacent axes that every operand either spans both of or broadcasts along both of are one
         axis: a bias over [N, C, H, W] runs over [N, C, H*W], so the inner loop is long enough to
-        vectorize. Only for loops of elementwise members (an index read or a reduction names its axes)."""
+        vectorize. Only for loops of elementwise members (an index read or a reduction names its axes).
+        The axis alone (an epilogue's part) stays an axis of its own."""
         if self.it.tail is not None or self.r < 2:
             return None
         if any(self.g.node(m)["op"] not in ELEMENTWISE | {"fill", "dim_value", "rand_uniform", "rand_normal",
@@ -752,7 +774,7 @@ class _Fused:
                     spans.append([not _unit(d) for d in sh])
         groups = [[0]]
         for q in range(1, self.r):
-            if all(sp[q] == sp[q - 1] for sp in spans):
+            if alone not in (q, q - 1) and all(sp[q] == sp[q - 1] for sp in spans):
                 groups[-1].append(q)
             else:
                 groups.append([q])
@@ -778,7 +800,9 @@ class _Fused:
         outs = [k.array(f.ref(self.s, n)) for n in stored]
         tail_out = k.array(f.ref(self.s, it.tail)) if it.tail is not None else None
         self.flat = part is None and self.flat_ok()
-        self.groups = None if self.flat or part is not None else self.merge_axes()
+        self.groups = None if self.flat else self.merge_axes(None if part is None else part[0])
+        if part is not None and self.groups is not None:  # the part's axis, counted in merged axes
+            part = (next(q for q, grp in enumerate(self.groups) if part[0] in grp),) + part[1:]
         if self.flat:
             self.size = k.scalar(f.D(product(self.dom)))
             self.iv, self.n = ["i"], [self.size]

@@ -9,8 +9,9 @@ Fusion rules, by the op kinds of the registry:
     nodes; sources computed from the index (fill, iota, random numbers, one_hot) join as well, and so do
     reads through an index map (transpose, broadcast_to, slice, gather, pad), whose operand must be stored;
   - a reduction absorbs the group that computes its operand (the group's loop becomes the reduction's);
-  - a matmul takes as its epilogue a group over its product's shape that reads the product elementwise (a
-    bias and an activation): each thread runs it over its block of the product right after making it;
+  - a matmul or a convolution takes as its epilogue a group over its output's shape that reads the output
+    elementwise (a bias and an activation): each thread runs it over its block of the output (rows,
+    columns or images) right after making it;
   - a transpose that swaps the last two axes and feeds only matmuls is never copied: the matmul reads it
     transposed (BLAS does both layouts);
   - reshape and tuple_get are views of their operand's storage; every other op is an item of its own.
@@ -57,7 +58,7 @@ class Item:
     check_loss: bool = False  # stop the step here when the loss (its stored value) is not finite
     workspace: int | None = None  # index of its scratch buffer (im2col columns), if it needs one
     plan: tuple | None = None  # conv and conv_transpose: conv_plan's answer, worked out once
-    epilogue: int = 0  # matmul: where in nodes the elementwise loop over its product begins (0: none)
+    epilogue: int = 0  # matmul, conv: where in nodes the elementwise loop over its output begins (0: none)
 
 
 @dataclass
@@ -96,8 +97,6 @@ class Schedule:
         for k, it in enumerate(self.items):
             names = ", ".join(f"%{n} {g.node(n)['op']}" for n in it.nodes)
             extra = f" over {_shape(it.domain)}" if it.kind == "fused" else ""
-            if it.epilogue:
-                extra += f" with an epilogue over {_shape(it.domain)}"
             if it.transposed:
                 extra += " reading " + ", ".join(f"operand {i} transposed" for i in it.transposed)
             plan = conv_plan(g, it)
@@ -105,6 +104,8 @@ class Schedule:
                 extra += f" by {CONV_KERNEL[plan[2]]}"
                 if plan[2] not in (CONV_T_DEPTHWISE, CONV_DIRECT, CONV_DIRECT_FILTER):
                     extra += f" (a GEMM per {plan[0]} images)"
+            if it.epilogue:
+                extra += f" with an epilogue over {_shape(it.domain)}"
             stored = ", ".join(f"%{n}" for n in it.stored)
             lines.append(f"{indent}[{k}] {it.kind}{extra}: {names}  -> {stored or '-'}")
             if it.body is not None:
@@ -293,8 +294,7 @@ def _epilogues(s: Schedule, items: list, kept: set) -> list:
             members = set(it.nodes)
             reads = {base(i) for m in it.nodes for i in g.node(m)["inputs"] if i not in members}
             for mm in reversed(out):
-                if (mm.kind == "matmul" and mm.nodes[0] in reads and not mm.epilogue and not mm.check_loss
-                        and _takes_epilogue(g, mm.nodes[0], it)):
+                if mm.nodes[0] in reads and not mm.epilogue and not mm.check_loss and _takes_epilogue(g, mm, it):
                     host = mm
                 if host is not None or reads & (set(mm.nodes) | set(mm.stored)):  # it reads what mm writes
                     break
@@ -308,11 +308,18 @@ def _epilogues(s: Schedule, items: list, kept: set) -> list:
     return out
 
 
-def _takes_epilogue(g: Graph, product: int, it: Item) -> bool:
+def _takes_epilogue(g: Graph, host: Item, it: Item) -> bool:
+    """Whether the loop it can run after host's kernel on each thread's block: host a matmul of matrices
+    (threads split its rows, its columns or its first batch axis) or a convolution whose threads split
+    the images (not a filter's gradient, for which they may work on one image together)."""
+    product = host.nodes[0]
     t = g.type(product)
-    a, b = g.node(product)["inputs"]
-    if (t.dtype not in ("f32", "f64") or g.type(a).rank < 2 or g.type(b).rank < 2
-            or tuple(it.domain) != tuple(t.shape)):
+    if t.dtype not in ("f32", "f64") or tuple(it.domain) != tuple(t.shape):
+        return False
+    if host.kind == "matmul":
+        if any(g.type(i).rank < 2 for i in g.node(product)["inputs"]):
+            return False
+    elif host.kind not in ("conv", "conv_transpose") or conv_plan(g, host)[2] in (CONV_WIDE_FILTER, CONV_DIRECT_FILTER):
         return False
     readers = [m for m in it.nodes if product in g.node(m)["inputs"]]
     return bool(readers) and all(g.node(m)["op"] in ELEMENTWISE for m in readers)

@@ -578,10 +578,11 @@ def _check_zoo_steps(name, sets, cases):
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_matmul_epilogues_match_the_reference(threads, monkeypatch):
-    """A bias and an activation after a product run in the product's kernel over each thread's block:
-    its rows (5 x 7 @ 7 x 3), its columns (2 x 9 @ 9 x 11) or its first batch axis (4 x 3 x 6 @ 6 x 5);
-    a loop that reads the product through an index map stays a loop of its own."""
+def test_epilogues_match_the_reference(threads, monkeypatch):
+    """A bias and an activation after a product or a convolution run in its kernel over each thread's
+    block: a product's rows (5 x 7 @ 7 x 3), its columns (2 x 9 @ 9 x 11) or its first batch axis
+    (4 x 3 x 6 @ 6 x 5), a convolution's images; a loop that reads the product through an index map
+    stays a loop of its own."""
     if threads > 1:
         _team(monkeypatch, threads)
     g = Graph(f"epilogues{threads}")
@@ -600,9 +601,16 @@ def test_matmul_epilogues_match_the_reference(threads, monkeypatch):
         outs.append((f"y{k}", y))
     p = e("matmul", inp("p", (4, 4)), inp("q", (4, 4)))
     outs.append(("t", e("add", e("transpose", p, perm=[1, 0]), p)))
+    hosts = ["matmul"] * 3
+    for q, (xs, ws, attrs, transposed, layout) in enumerate(_CONVS):  # every layout, its images split
+        y = e("conv_transpose" if transposed else "conv", inp(f"x{q}", xs), inp(f"w{q}", ws), **attrs)
+        y = e("tanh", e("add", y, inp(f"c{q}", (int(g.type(y).shape[1].value), 1, 1))))
+        outs.append((f"conv{q}", y))
+        if layout not in ("CONV_WIDE_FILTER", "CONV_DIRECT_FILTER"):  # threads may share an image there
+            hosts.append("conv_transpose" if transposed else "conv")
     g.outputs = outs
     s = compiled.schedule_entry(compiled.Entry("step", g, [n for n, _ in outs], {}), "f64")
-    assert [it.kind for it in s.items if it.epilogue] == ["matmul"] * 3
+    assert [it.kind for it in s.items if it.epilogue] == hosts
     c = compiled.compile_graphs(g.name, [compiled.Entry("step", g, [n for n, _ in outs], {})], "f64")
     want = interpreter.run(g, feeds, {}, float_dtype=np.float64)
     for _ in range(2):  # alone, then in the team

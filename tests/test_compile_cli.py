@@ -94,8 +94,10 @@ def test_emit_schedule(dlc, write):
     assert "matmul" in out and "transposed" not in out and out.rstrip().endswith("updated in place: -")
     rc, out, err = dlc("compile", "lenet5", "--emit", "schedule")  # each convolution names its kernel
     assert rc == 0, err
-    assert re.search(r"^\[0\] conv by conv2d_direct: ", out, re.M)  # c1: one channel in, 25 taps
-    assert re.search(r"^\[\d+\] conv by conv2d_wide \(a GEMM per min\(B, \d+\) images\): ", out, re.M)  # c3
+    # c1: one channel in, 25 taps; then c3; each with its bias and tanh
+    assert re.search(r"^\[0\] conv by conv2d_direct with an epilogue over \[B, 6, 28, 28\]: %\d+ conv, %\d+ add, %\d+ tanh ",
+                     out, re.M)
+    assert re.search(r"^\[\d+\] conv by conv2d_wide \(a GEMM per min\(B, \d+\) images\) with an epilogue over ", out, re.M)
     assert "conv by conv2d_wide_filter" in out and "conv by conv2d_direct_filter: " in out
     assert "conv_transpose by conv_transpose2d_depthwise: " in out
 
