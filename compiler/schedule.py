@@ -549,7 +549,7 @@ def item_reads(s: Schedule, it: Item) -> list[int]:
     out = []
     for n in it.nodes:
         for k, i in enumerate(g.node(n)["inputs"]):
-            if it.kind == "matmul" and k in it.transposed:
+            if n == it.nodes[0] and k in it.transposed:  # a matmul's operand read transposed (not its epilogue's)
                 i = it.transposed[k]
             if i not in members:
                 out.append(i)

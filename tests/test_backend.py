@@ -19,7 +19,7 @@ from compiler.check import check
 from compiler.dims import Dim
 from compiler.graph import Graph, TType
 from compiler.ops import INTERNAL, OPS
-from compiler.schedule import plan_memory
+from compiler.schedule import item_reads, plan_memory
 from runtime import compiled, interpreter
 from runtime.initializers import init_params
 from runtime.interpreter import RunError
@@ -601,7 +601,10 @@ def test_epilogues_match_the_reference(threads, monkeypatch):
         outs.append((f"y{k}", y))
     p = e("matmul", inp("p", (4, 4)), inp("q", (4, 4)))
     outs.append(("t", e("add", e("transpose", p, perm=[1, 0]), p)))
-    hosts = ["matmul"] * 3
+    # a product read with its second operand transposed, and an epilogue that reads another value second
+    v = e("matmul", inp("c", (3, 2)), inp("d", (2, 5)))
+    outs.append(("u", e("sub", e("matmul", inp("h", (3, 4)), e("transpose", inp("w", (5, 4)), perm=[1, 0])), v)))
+    hosts = ["matmul"] * 4
     for q, (xs, ws, attrs, transposed, layout) in enumerate(_CONVS):  # every layout, its images split
         y = e("conv_transpose" if transposed else "conv", inp(f"x{q}", xs), inp(f"w{q}", ws), **attrs)
         y = e("tanh", e("add", y, inp(f"c{q}", (int(g.type(y).shape[1].value), 1, 1))))
@@ -611,6 +614,8 @@ def test_epilogues_match_the_reference(threads, monkeypatch):
     g.outputs = outs
     s = compiled.schedule_entry(compiled.Entry("step", g, [n for n, _ in outs], {}), "f64")
     assert [it.kind for it in s.items if it.epilogue] == hosts
+    host = next(it for it in s.items if it.epilogue and it.transposed)
+    assert v in item_reads(s, host)  # the epilogue's operand keeps its buffer until then
     c = compiled.compile_graphs(g.name, [compiled.Entry("step", g, [n for n, _ in outs], {})], "f64")
     want = interpreter.run(g, feeds, {}, float_dtype=np.float64)
     for _ in range(2):  # alone, then in the team
