@@ -276,11 +276,11 @@ def fuse(g: Graph, roots=None, loss: int | None = None, buffers: list | None = N
 
 
 def _epilogues(s: Schedule, items: list, kept: set) -> list:
-    """A fused loop over a matmul's product that reads the product elementwise (a bias and an activation)
-    becomes the matmul's epilogue: each thread runs it over its own block of the product as soon as it
-    is made, still in cache, with no barrier and no call between. The loop moves up to the matmul when
-    nothing between them writes what it reads. Loops that write a value in place of an older one are
-    left alone (kept: optimizer updates, a scan body's carries)."""
+    """A fused loop over a matmul's or a convolution's output that reads the output elementwise (a bias
+    and an activation) becomes its epilogue: each thread runs it over its own block of the output as soon
+    as it is made, still in cache, with no barrier and no call between. The loop moves up to its host
+    when nothing between them writes what it reads. Loops that write a value in place of an older one
+    are left alone (kept: optimizer updates, a scan body's carries)."""
     g = s.graph
 
     def base(n):
