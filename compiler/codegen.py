@@ -545,24 +545,16 @@ class _Function:
             work = product(list(g.type(ins[0] if it.kind == "conv_transpose" else n).shape) +
                            list(g.type(ins[1]).shape[1:])) // 8
             ints += [self.D(a.get("groups", 1)), self.D(images), self.D(layout), self.D(size), self.D(work)]
-            if not it.epilogue:
-                self.lib(ind, CONV_KERNEL[layout], refs([ins[0], ins[1], n]) + [ws], ints=ints, work=work)
-                return
-            # a kernel of ours that calls the convolution with its row of T as the first entries of its own,
-            # then runs the epilogue over the images the convolution gave this thread (share's same split)
-            k = _Kernel()
-            names = []
-            for ref in refs([ins[0], ins[1], n]) + [ws]:
-                names.append(k._name("a"))
-                k.arrays.append((names[-1], ref[0]))
-                k.scalar(ref[1], name=names[-1] + "o")
-                k.storage.setdefault(ref, names[-1])
-            for v in ints:
-                k.scalar(v)
-            k.threaded(named=True)
-            images = k.scalar(self.D(g.type(n).shape[0]), key=("size", self.D(g.type(n).shape[0])))
-            lines = [f"{CONV_KERNEL[layout]}({', '.join(names)}, T, r, tid, nt, S)", self.share(k, images, work)]
-            self.kernel_call(ind, lines + self.epilogue(s, it, k, rk, 0), k, note, work)
+            self.lib(ind, CONV_KERNEL[layout], refs([ins[0], ins[1], n]) + [ws], ints=ints, work=work)
+            if it.epilogue:
+                # its own kernel (a kernel calling the convolution would compile all of it again, a second
+                # of a cold start each), over the images that share gave this thread in the convolution,
+                # so with no barrier between
+                k = _Kernel()
+                images = k.scalar(self.D(g.type(n).shape[0]), key=("size", self.D(g.type(n).shape[0])))
+                lines = [self.share(k, images, work)] + self.epilogue(s, it, k, rk, 0)
+                self.pending = None
+                self.kernel_call(ind, lines, k, note, work)
             return
         kk = _per_axis(a["k"], nsp, "k")
         stride, pad, _ = window_geometry(kk, dict(a, dilation=1), nsp)
