@@ -663,9 +663,6 @@ def _pool2d(xa, oa, T, r, is_max, tid, nt, S):
     kh, kw, sh, sw, ph, pw = T[r + 10], T[r + 11], T[r + 12], T[r + 13], T[r + 14], T[r + 15]
     st = np.uint64(sw)
     lo, hi = share(np.uint64(N), np.uint64(T[r + 16]), tid, nt, S)
-    if kh == kw == sh == sw == 2 and ph == pw == 0 and 2 * OH <= H and 2 * OW <= W:  # no window past the edge
-        _pool2x2(xa, oa, xo, oo, np.int64(lo) * C, np.int64(hi) * C, H, W, OH, OW, is_max)
-        return
     for p in range(np.int64(lo) * C, np.int64(hi) * C):
         for oh in range(OH):
             o = oo + (p * OH + oh) * OW
@@ -727,6 +724,26 @@ def max_pool2d(xa, oa, T, r, tid, nt, S):
 @njit(cache=True, error_model="numpy")
 def avg_pool2d(xa, oa, T, r, tid, nt, S):
     _pool2d(xa, oa, T, r, False, tid, nt, S)
+
+
+@njit(cache=True, error_model="numpy")
+def _pool2x2_images(xa, oa, T, r, is_max, tid, nt, S):
+    """_pool2d's row of T, for windows that code generation knows are 2x2 at stride 2 inside the input
+    (the sizes of both are constants): this thread's images by _pool2x2. A model then never compiles
+    _pool2d's general loops (about 0.9 s of a cold start); symbolic image sizes take those."""
+    C, H, W, OH, OW = T[r + 3], T[r + 4], T[r + 5], T[r + 8], T[r + 9]
+    lo, hi = share(np.uint64(T[r + 2]), np.uint64(T[r + 16]), tid, nt, S)
+    _pool2x2(xa, oa, T[r], T[r + 1], np.int64(lo) * C, np.int64(hi) * C, H, W, OH, OW, is_max)
+
+
+@njit(cache=True, error_model="numpy")
+def max_pool2x2(xa, oa, T, r, tid, nt, S):
+    _pool2x2_images(xa, oa, T, r, True, tid, nt, S)
+
+
+@njit(cache=True, error_model="numpy")
+def avg_pool2x2(xa, oa, T, r, tid, nt, S):
+    _pool2x2_images(xa, oa, T, r, False, tid, nt, S)
 
 
 @njit(cache=True, error_model="numpy")
