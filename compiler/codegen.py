@@ -789,8 +789,9 @@ class _Fused:
         return tuple(product([full[q] for q in grp]) for grp in self.groups)
 
     def build(self, part: tuple | None = None):
-        """The kernel's lines; part (axis, lo, hi): over that range of one axis only, in a kernel whose
-        thread already has its part (a matmul's epilogue), else threads split the outer axis."""
+        """The kernel's lines; part (axis, lo, hi): over that range of one axis only, the part of the
+        output this thread made (an epilogue of a matmul or a convolution), else threads split the outer
+        axis."""
         g, f, k = self.g, self.f, self.k
         it = self.it
         stored = [n for n in it.stored if n != it.tail]
@@ -804,7 +805,7 @@ class _Fused:
             self.size = k.scalar(f.D(product(self.dom)))
             self.iv, self.n = ["i"], [self.size]
         else:
-            self.n = [k.scalar(f.D(d), key=("size", f.D(d))) for d in self.dom]  # an epilogue reads its matmul's
+            self.n = [k.scalar(f.D(d), key=("size", f.D(d))) for d in self.dom]  # an epilogue's are its host's
             self.iv = [f"i{q}" for q in range(self.r)]
         placed = [line if isinstance(line, tuple) else (len(self.iv), line)
                   for m in self.members for line in self.member(m)]

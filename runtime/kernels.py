@@ -698,8 +698,8 @@ def _pool2d(xa, oa, T, r, is_max, tid, nt, S):
 
 @njit(cache=True, error_model="numpy")
 def _pool2x2(xa, oa, xo, oo, p_lo, p_hi, H, W, OH, OW, is_max):
-    """_pool2d's 2x2 windows at stride 2 without padding (LeNet-5's, VGG's) for planes [p_lo, p_hi): each
-    window's four values in one pass, which LLVM vectorizes as interleaved loads, where the general loop
+    """2x2 windows at stride 2 without padding (LeNet-5's, VGG's) for planes [p_lo, p_hi): each window's
+    four values in one pass, which LLVM vectorizes as interleaved loads, where _pool2d's general loop
     makes a pass per tap over rows as short as the output's (LeNet-5's s2 and s4: 0.26 and 0.16 ms a
     step against 0.05 and 0.02). Sums in the general loop's order."""
     one, two = np.uint64(1), np.uint64(2)
@@ -1079,9 +1079,10 @@ TILE_CHUNK = 128
 
 def _tile(rows: int, vectors: int):
     """An intrinsic (a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more): the block c[co + i * ldc + j] =
-    (c's value there if more, else 0) + the sum over p < k of a[ao + i * si + p * sp] * b[bo + p * ldb + j],
-    for i < rows and j < vectors * the lanes of a vector register, its sums held in registers. Written as LLVM vectors because numba's loops keep a
-    block of sums in memory, which costs a load and a store per multiply-add."""
+    (c's value there if more, else 0) + the sum over p < k of a[ao + i * si + p * sp] * b[bo + p * ldb
+    + j], for i < rows and j < vectors * the lanes of a vector register, its sums held in registers.
+    Written as LLVM vectors because numba's loops keep a block of sums in memory, which costs a load and
+    a store per multiply-add."""
     def typer(typingctx, a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more):
         if not _gemm_operands(a, b, c):
             return None
