@@ -90,8 +90,8 @@ class Program:
     table: list = field(default_factory=list)  # the int table T: ("D" | "O" | "Q", index) per entry
     rows: list = field(default_factory=list)  # R: where each call's row of T starts
     labels: list = field(default_factory=list)  # per call: what it computes (for profiles)
-    # per call: (function, [(argument expression, dtype)]), dtype None for the step function's own arguments;
-    # enough to compile every callee before the step function (runtime/compiled.py compiles them in parallel)
+    # per call, K's order: (function, [(argument expression, dtype)]), dtype None for the step function's own
+    # arguments; enough to compile every callee and find its address (runtime/compiled.py kernel_addresses)
     calls: list = field(default_factory=list)
     input_dtypes: list = field(default_factory=list)  # storage dtype of each input
     # per call that splits across threads: its work as a Dim (runtime/kernels.py's share weighs it against
@@ -171,7 +171,7 @@ class ModuleGen:
                "                             max_pool2d, max_pool2x2, max_pool_grad2d, mix, node_key, normal,",
                "                             scan_carry_lengths, scan_extract, scan_extract_lengths,",
                "                             scan_insert, scan_insert_lengths, sum_run, uniform, erf32, exp32,",
-               "                             sigmoid32, tanh32, barrier, gemm, share)", ""]
+               "                             sigmoid32, tanh32, barrier, gemm, run, share)", ""]
         if self.profile:
             out += ["from runtime.kernels import monotonic_ns", ""]
         for key, name in sorted(self.kernels.items(), key=lambda kv: kv[1]):
@@ -358,7 +358,7 @@ class _Function:
         prof = ", PROF" if self.mod.profile else ""
         # nogil: a team's threads run the function at once
         head = ["@njit(cache=True, error_model=\"numpy\", nogil=True)",
-                f"def {self.name}({', '.join(args)}, D, O, Q, T, R, seed, step{prof}, tid, nt, S):",
+                f"def {self.name}({', '.join(args)}, D, O, Q, T, R, K, seed, step{prof}, tid, nt, S):",
                 f"    # {comment(self.name)}: inputs " + comment(", ".join(self.inputs) or "none"),
                 "    rk = mix(mix(seed) ^ step)"]
         if self.mod.profile:
@@ -410,11 +410,13 @@ class _Function:
         self.program.table += [entry for _, entry in k.slots]
         args = [(arr, None) for _, arr in k.arrays] + [("T", None), (f"R[{row}]", "i64")]
         args += [(e, dt) for _, e, dt in k.extras]
+        # K[row]: the address of name's machine code for these arguments (runtime/kernels.py run)
+        text = f"run(\"{name}\", K[{row}], {', '.join(a for a, _ in args)})"
         if work is None:
-            self.body += [f"{ind}if tid == 0:", f"{ind}    {name}({', '.join(a for a, _ in args)})"]
+            self.body += [f"{ind}if tid == 0:", f"{ind}    {text}"]
             self.pending = "serial"
         else:
-            self.body.append(f"{ind}{name}({', '.join(a for a, _ in args)})")
+            self.body.append(f"{ind}{text}")
             self.program.shared_work.append(work)
             self.pending = "shared"
         self.program.calls.append((name, args))

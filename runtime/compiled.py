@@ -183,8 +183,8 @@ def purge_numba_cache(path: Path):
                 f.unlink(missing_ok=True)
 
 
-for _fn in vars(_kernels).values():  # numba compiles them with a step function: their cache may be damaged too
-    _guard_cache(_fn, Path(_kernels.__file__), refresh=True)
+for _fn in vars(_kernels).values():  # a step function's kernels too: their cache may be damaged as well
+    _guard_cache(_fn, Path(_kernels.__file__), refresh=False)
 
 
 @dataclass
@@ -255,6 +255,7 @@ class Compiled:
         self.arenas: dict = {}
         self._by_shapes: dict = {}
         self._called: set = set()  # functions called at least once (see _first_call)
+        self._kernels: dict[str, np.ndarray] = {}  # per function: K, its kernels' addresses (_first_call)
 
     def sync(self, values: dict):
         """Make the persistent storage hold values (name -> array), then let values hold its views, so
@@ -298,7 +299,7 @@ class Compiled:
         fn = getattr(self.module, name)
         try:
             if name not in self._called:
-                ok = self._first_call(prog, fn, args, team is not None)
+                ok = self._first_call(prog, fn, feeds, seed, step, team is not None)
             elif team is not None:
                 if team.pid != os.getpid():  # a forked process: its parent's threads are not here
                     team = _team(team.size)
@@ -321,18 +322,23 @@ class Compiled:
                 outs[out_name] = np.asarray(arg)
         return bool(ok), outs
 
-    def _first_call(self, prog: Program, fn, args: tuple, teamed: bool):
-        """A function's first call in this process: compile what numba's cache lacks, its callees in
-        parallel, then the function itself linked as they are, and run it in this thread. Checked once per
-        function, not on every step: a dispatcher's list of signatures is built at each access. A function
-        that later runs in a team runs BLAS single-threaded here too: BLAS's threads woken by this call
-        slowed LeNet-5's next two steps from 1.5 ms to 40-80 ms each."""
-        self._called.add(prog.name)
-        args = (*args, 0, 1, _ALONE)
-        if not getattr(fn, "signatures", True):  # not compiled in this process (a plain function: no JIT)
+    def _first_call(self, prog: Program, fn, feeds: dict, seed: int, step: int, teamed: bool):
+        """A function's first call in this process: compile what numba's cache lacks (in parallel
+        processes), the function itself, and its kernels, whose addresses become its K, and run it in this
+        thread. Checked once per function, not on every step: a dispatcher's list of signatures is built
+        at each access. A function that later runs in a team runs BLAS single-threaded here too: BLAS's
+        threads woken by this call slowed LeNet-5's next two steps from 1.5 ms to 40-80 ms each."""
+        args = (*self._arguments(prog, feeds, seed, step)[0], 0, 1, _ALONE)
+        if not fn.signatures:  # not compiled in this process
             compile_parallel(self.module, [(prog, args)], self.gen.float_dtype)
+        with linked_as_optimized([prog.name]):
+            fn.compile(tuple(_typeof(a) for a in args))
+        with _rare_gc():
+            self._kernels[prog.name] = kernel_addresses(self.module, prog, args)
+        self._called.add(prog.name)
         link_gemm(_NP[self.gen.float_dtype])  # what its matmuls and convolutions call
-        with linked_as_optimized([prog.name]), (one_blas_thread() if teamed else nullcontext()):
+        args = (*self._arguments(prog, feeds, seed, step)[0], 0, 1, _ALONE)
+        with one_blas_thread() if teamed else nullcontext():
             return fn(*args)
 
     def _arguments(self, prog: Program, feeds: dict, seed: int, step: int):
@@ -354,7 +360,8 @@ class Compiled:
             bindings = bind_signature(prog.signature, feeds)
             layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
         (D, O, A, _, T, R, team), specs = layout
-        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R,
+        K = self._kernels.get(prog.name, _UNBOUND)
+        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R, K,
                 np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
         return args, (O, A), specs, team
 
@@ -570,19 +577,65 @@ def compile_jobs() -> int:
     return jobs if os.environ.get("DLC_COMPILE_JOBS", "").strip() else min(jobs, 4)
 
 
+def call_signatures(module, prog: Program, args: tuple) -> list:
+    """Per call of prog's function (K's order): the kernel's name and the argument types it is called
+    with, from the function's arguments args."""
+    import inspect
+    by_name = dict(zip(inspect.signature(getattr(module, prog.name).py_func).parameters, args))
+    return [(callee, tuple(_typeof(by_name[e]) if dt is None else _nb_type(dt) for e, dt in call_args))
+            for callee, call_args in prog.calls]
+
+
+def kernel_addresses(module, prog: Program, args: tuple) -> np.ndarray:
+    """K for prog's function (see kernels.run): the address of each call's kernel compiled for its argument
+    types, compiling it or loading it from numba's cache where this process has not. Where this process
+    typed calls of a kernel (kernels.TYPED_RUNS), the types looked up must be among them: a kernel called
+    with other types than it was compiled for would read its arguments wrongly."""
+    from numba.core import types
+    K = np.zeros(max(len(prog.calls), 1), dtype=np.int64)
+    found = {}
+    for i, (name, sig) in enumerate(call_signatures(module, prog, args)):
+        if (name, sig) not in found:
+            typed = {a for f, a in _kernels.TYPED_RUNS if f == name}
+            if typed and sig not in typed:
+                raise RuntimeError(f"internal error: {prog.name} calls {name} with {typed}, not {sig}")
+            fn = getattr(module, name)
+            fn.compile(sig)
+            cres = fn.overloads[sig]
+            address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            if cres.signature.return_type != types.none or not address:
+                raise RuntimeError(f"internal error: {name} {sig} returns {cres.signature.return_type}, "
+                                   f"at address {address}")
+            found[name, sig] = address
+        K[i] = found[name, sig]
+    return K
+
+
+_UNBOUND = np.zeros(1, dtype=np.int64)  # K before a function's first call (its type is all that counts)
+
+
+def _typeof(value):
+    from numba import typeof
+    return typeof(value)
+
+
+def _nb_type(dtype: str):
+    from numba.core import types
+    return {"f32": types.float32, "f64": types.float64, "i32": types.int32, "i64": types.int64,
+            "bool": types.boolean, "u64": types.uint64}[dtype]
+
+
 def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
     """Compile step functions (a list of (Program, arguments)) not yet in numba's cache, in this process
-    and in compile_jobs() - 1 others at once: first every function they call, then the step functions
-    themselves and the machine code that their gemm calls for float_dtype (kernels.link_gemm). Calling a
-    step function afterwards finds it and its callees compiled here or in numba's cache, which the other
-    processes fill.
+    and in compile_jobs() - 1 others at once, with their kernels and the machine code that their gemm
+    calls for float_dtype (kernels.link_gemm). Calling a step function afterwards finds it and its kernels
+    compiled here or in numba's cache, which the other processes fill.
 
-    Numba compiles a function's callees one after another while it types the function, and that is most of
-    a cold start (LeNet-5: about 13 of 16 s, the step function's own lowering the rest). Each process takes
-    the next unit nobody has claimed (a file created exclusively), the costly hand-written kernels first,
-    and a step function only once every callee is done. It only saves time: whatever is missing afterwards
-    numba compiles as before, so a process that fails or a signature worked out differently changes nothing
-    but the time."""
+    Compiling is most of a cold start (LeNet-5: about 13 of 16 s in one process). Each process takes the
+    next unit nobody has claimed (a file created exclusively), the longest first. A step function calls its
+    kernels by address (kernels.run), so it does not wait for them. It only saves time: whatever is
+    missing afterwards numba compiles as before, so a process that fails or a signature worked out
+    differently changes nothing but the time."""
     jobs = compile_jobs()
     steps = [(prog, args) for prog, args in steps if not _cached(getattr(module, prog.name))]
     if jobs < 2 or not steps:
@@ -593,40 +646,31 @@ def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
     import subprocess
     import tempfile
 
-    from numba import typeof
-    from numba.core import types
-    dtypes = {"f32": types.float32, "f64": types.float64, "i32": types.int32, "i64": types.int64,
-              "bool": types.boolean, "u64": types.uint64}
     units: dict[str, list] = {}
     for prog, args in steps:
-        by_name = dict(zip(inspect.signature(getattr(module, prog.name).py_func).parameters, args))
-        for callee, call_args in prog.calls:
-            sig = tuple(typeof(by_name[e]) if dt is None else dtypes[dt] for e, dt in call_args)
-            sigs = units.setdefault(callee, [])
-            if sig not in sigs and sig not in getattr(module, callee).signatures:
+        for name, sig in call_signatures(module, prog, args):
+            sigs = units.setdefault(name, [])
+            if sig not in sigs and sig not in getattr(module, name).signatures:
                 sigs.append(sig)
-    # Longest first, so that no process is left compiling a long one while the others wait: the
-    # hand-written kernels (convolutions, pools) take a second or two each, then generated kernels by the
-    # length of their text (0.05-0.5 s).
+    # Longest first, so that no process is left compiling a long one while the others wait: the step
+    # functions (LeNet-5's train_step 1.3 s) and gemm's machine code (1 s), then the hand-written kernels
+    # (convolutions, pools: 0.7-2 s each), then generated kernels by the length of their text (0.05-0.5 s).
     def cost(unit):
         py = getattr(module, unit[0]).py_func
         generated = py.__module__ == module.__name__
         return (not generated, len(inspect.getsource(py)) if generated else 0)
     callees = sorted((u for u in units.items() if u[1]), key=cost, reverse=True)
-    # gemm's machine code (kernels.link_gemm, 1 s) is only called, not linked: it is compiled beside the
-    # step functions, after the callees
-    own = [(prog.name, [tuple(typeof(a) for a in args)]) for prog, args in steps] + [(_GEMM_UNIT, [float_dtype])]
-    if len(callees) + len(own) < 2:
-        return
+    own = [(prog.name, [tuple(_typeof(a) for a in args)]) for prog, args in steps] + [(_GEMM_UNIT, [float_dtype])]
+    order = own + callees
     claims = Path(tempfile.mkdtemp(prefix="dlc-compile-"))
     procs = []
     try:
         job = claims / "job.pickle"
-        job.write_bytes(pickle.dumps((module.__name__, str(module.__dlc_path__), callees, own)))
+        job.write_bytes(pickle.dumps((module.__name__, str(module.__dlc_path__), order, [p.name for p, _ in steps])))
         root = str(Path(__file__).resolve().parent.parent)
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
                 "from runtime.compiled import compile_worker; compile_worker(sys.argv[2])")
-        for _ in range(min(jobs, len(callees) + len(own)) - 1):
+        for _ in range(min(jobs, len(order)) - 1):
             try:
                 procs.append(subprocess.Popen([sys.executable, "-P", "-c", code, root, str(job)],
                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -635,10 +679,10 @@ def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
                 break
         try:
             alive = lambda: all(p.poll() is None for p in procs)  # noqa: E731
-            _compile_claimed(module, callees, own, claims, alive)
+            _compile_claimed(module, order, [p.name for p, _ in steps], claims)
             # The others' work is in the cache once every unit is done; a process then only exits, which
             # takes numba a few tenths of a second, so it is stopped instead of waited for.
-            _wait_done(claims, [str(i) for i in range(len(callees))] + [name for name, _ in own], alive)
+            _wait_done(claims, [str(i) for i in range(len(order))], alive)
         except Exception:  # calling the step function reports it, as it would without this
             pass
     finally:
@@ -652,31 +696,23 @@ def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
 _GEMM_UNIT = "<gemm>"  # compile_parallel's unit for kernels.link_gemm (not a name in the module)
 
 
-def _compile_claimed(module, callees: list, own: list, claims: Path, others_alive) -> None:
-    """Claim and compile callees, then wait until all are done (while the processes that may hold the
-    rest are alive) and claim and compile step functions."""
+def _compile_claimed(module, units: list, step_names: list, claims: Path) -> None:
+    """Claim and compile units (name, signatures) in order; step functions linked as their callees are."""
     def claim(name):
         try:
             os.close(os.open(claims / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             return True
         except (FileExistsError, FileNotFoundError):  # taken, or the parent is done and removed the folder
             return False
-    for i, (callee, sigs) in enumerate(callees):
+    for i, (name, sigs) in enumerate(units):
         if claim(str(i)):
-            for sig in sigs:
-                getattr(module, callee).compile(sig)
-            (claims / f"{i}.done").touch()
-    if not own or not _wait_done(claims, [str(i) for i in range(len(callees))], others_alive):
-        return  # what the others held stays to be compiled by whoever calls the step function
-    for name, sigs in own:
-        if claim(name):
-            with linked_as_optimized([name]):
+            with _no_gc(), linked_as_optimized([name]) if name in step_names else nullcontext():
                 for sig in sigs:
                     if name == _GEMM_UNIT:
                         link_gemm(_NP[sig])
                     else:
                         getattr(module, name).compile(sig)
-            (claims / f"{name}.done").touch()
+            (claims / f"{i}.done").touch()
 
 
 _LINKING = threading.local()  # .names: the step functions this thread is compiling (numba's library names)
@@ -687,11 +723,12 @@ def linked_as_optimized(names: list):
     """While numba compiles these step functions, link their callees' code into them as it is.
 
     numba optimizes every function's final module, its callees' code linked in, with the whole O3 pipeline
-    again, so that callees can be inlined. A step function only calls kernels that were optimized in their
-    own modules: optimizing them again is half of its compile (LeNet-5 1.5 of 3.2 s, the encoder 2.3 of
-    5.9) and made no step faster (LeNet-5, MLP, LSTM and encoder measured). Its own code is still
-    optimized function by function, as every function's is before linking. Where numba's library is not
-    the one this was written against, it compiles as numba does."""
+    again, so that callees can be inlined. A step function's own code is optimized function by function
+    before that, as every function's is, and its kernels are called by address (kernels.run): optimizing
+    the whole again took the encoder's train_step 0.8 s longer to compile (6.6-7.3 s against 5.5-6.6 s;
+    when its kernels were linked in too, half of its compile) and made no step faster (LeNet-5, MLP, LSTM
+    and encoder measured). Where numba's library is not the one this was written against, it compiles
+    as numba does."""
     try:
         from numba.core.codegen import CPUCodeLibrary
     except ImportError:
@@ -726,12 +763,10 @@ def _wait_done(claims: Path, names: list, others_alive) -> bool:
 
 def compile_worker(job: str) -> None:
     """One of compile_parallel's other processes: import the generated module under its name and path (so
-    that numba's cache entries are the ones the parent looks for) and compile what it claims; it stops
-    waiting for the parent's callees when the parent is gone."""
+    that numba's cache entries are the ones the parent looks for) and compile what it claims."""
     import pickle
-    name, path, callees, own = pickle.loads(Path(job).read_bytes())
-    parent = os.getppid()
-    _compile_claimed(_import(name, Path(path)), callees, own, Path(job).parent, lambda: os.getppid() == parent)
+    name, path, units, step_names = pickle.loads(Path(job).read_bytes())
+    _compile_claimed(_import(name, Path(path)), units, step_names, Path(job).parent)
 
 
 def _cached(fn) -> bool:
@@ -775,6 +810,20 @@ def _no_gc():
     finally:
         if was:
             gc.enable()
+
+
+@contextmanager
+def _rare_gc():
+    """Garbage collection 100 times rarer meanwhile: loading a step function's kernels from numba's cache
+    (unpickling, rebuilding) set off collections that walked every object the process had, 0.1 s of
+    LeNet-5's warm start; compiling them where they are not cached, memory stays bounded."""
+    import gc
+    before = gc.get_threshold()
+    gc.set_threshold(before[0] * 100, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def generate_cached(title: str, entries: list, float_dtype: str = "f32", profile: bool = False):

@@ -905,6 +905,36 @@ def monotonic_ns(typingctx):
     return types.int64(), codegen
 
 
+# ---- calls by address: a step function calls its kernels through run(kernel, K[i], ...)
+TYPED_RUNS: set = set()  # (kernel's name, argument types) of every run() typed in this process
+
+
+@intrinsic
+def run(typingctx, name, address, *args):
+    """Call the machine code at address (an int64) with args, as the kernel `name` (a string constant, for
+    the reader) called with them would run. numba links every callee's code into its caller's and
+    generates machine code for all of it again: LeNet-5's train_step held 55 functions, and generating
+    them was 1.1 of its 2.5 s cold compile. Called by address, a step function holds its own code only, and
+    compiles without waiting for its kernels. compiled.py's kernel_address finds the address for the same
+    argument types (unliteral, as numba's call of the kernel would take them), for a kernel that returns
+    nothing; TYPED_RUNS lets it check that the types agree."""
+    if not isinstance(name, types.StringLiteral) or not isinstance(address, types.Integer):
+        return None
+    argtys = tuple(types.unliteral(a) for a in args)
+    TYPED_RUNS.add((name.literal_value, argtys))
+
+    def codegen(context, builder, signature, llargs):
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(llargs[1], fnty.as_pointer())
+        values = [context.cast(builder, v, t, u)
+                  for v, t, u in zip(cgutils.unpack_tuple(builder, llargs[2]), args, argtys)]
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+    return types.none(name, address, types.StarArgTuple(args)), codegen
+
+
 if os.name == "posix":
     _yield = types.ExternalFunction("sched_yield", types.int32())
 else:

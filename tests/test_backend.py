@@ -803,7 +803,8 @@ def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
         import runtime.compiled as rc
         from runtime.model import Model
         print("pid", os.getpid())
-        rc._compile_claimed = lambda module, callees, own, *_: print("units", len(callees), len(own))
+        rc._compile_claimed = lambda module, units, steps, *_: print("units", len(units) - len(steps) - 1,
+                                                                     len(steps) + 1)
         m = Model("char_rnn", target="cpu", sets={{"vocab": 5, "hidden": 4}})
         chars = np.array([[1, 2, 3], [4, 0, 1]])
         print("loss", m.train_on_batch({{"chars": chars, "next_chars": chars}}, 0.1)["loss"])
@@ -942,8 +943,14 @@ model {name}(x: f32[B, 2]) -> (y: f32[B, 1]) {{
     tree = ast.parse(source)  # one valid module, whatever the names and paths held
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert "__import__" not in names and "system" not in names
+    # the kernel a run() calls is named by a string: a function the module defines or imports
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    defined |= {a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    runs = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "run"]
+    kernels = {n.args[0].value for n in runs}
+    assert runs and kernels <= defined, kernels - defined
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert strings <= {"gather index out of range", "scatter_add index out of range", "numpy"}  # error_model
+    assert strings - kernels <= {"gather index out of range", "scatter_add index out of range", "numpy"}  # error_model
     for line in source.splitlines():
         if "__import__" in line:
             assert line.lstrip().startswith("#")
@@ -974,12 +981,69 @@ def test_no_allocation_per_step(tmp_path):
         for t in range(3, 13):
             c.call("train_step", args, step=t)
         per_step = (rtsys.get_allocation_stats().alloc - before) / 10
-        arrays = len(c.programs["train_step"].inputs) + 10 + 6  # inputs, P_* and A_*, D, O, Q, T, R, S
+        arrays = len(c.programs["train_step"].inputs) + 10 + 7  # inputs, P_* and A_*, D, O, Q, T, R, K, S
         print(per_step, arrays)
     """)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     per_step, arrays = out.stdout.split()
     assert float(per_step) <= float(arrays)
+
+
+def test_a_step_function_calls_its_kernels_by_address(tmp_path):
+    """A step function's machine code holds its own code, not its kernels' (numba would link a copy of each
+    callee into it and generate all of it again): it calls each through K, and K holds the address of the
+    kernel compiled for the arguments that call passes. Compiled in a fresh process, where numba keeps the
+    code to inspect and every call is typed here (kernel_addresses checks the types against those)."""
+    env = dict(os.environ, DLC_CACHE_DIR=str(tmp_path / "dlc"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               DLC_COMPILE_JOBS="1")
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path.insert(0, {str(ROOT)!r})
+        from runtime import compiled
+        from runtime.model import Model
+        m = Model("xor", target="cpu")
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+        batch = {{"x": x, m.target_names[0]: np.array([[0], [1], [1], [0]], np.float32)}}
+        m.train_on_batch(batch, 0.1)
+        c = m.compiled()
+        prog, fn = c.programs["train_step"], c.module.train_step
+        callees = {{name for name, _ in prog.calls}}
+        (ir,) = fn.inspect_llvm().values()
+        defined = [line for line in ir.splitlines() if line.startswith("define ")]
+        print("defined", len(defined), "callees", len(callees))
+        print("kernels defined", [k for k in callees if any(f"{{len(k)}}{{k}}B" in d for d in defined)])
+        args = (*c._arguments(prog, {{**batch, "lr": 0.1, "step": 1}}, 0, 1)[0], 0, 1, compiled._ALONE)
+        K = c._kernels["train_step"]
+        for (name, sig), address in zip(compiled.call_signatures(c.module, prog, args), K):
+            cres = getattr(c.module, name).overloads[sig]
+            assert address == cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name), name
+        print("addresses", len(K) == len(prog.calls))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    defined, callees = int(lines[0].split()[1]), int(lines[0].split()[3])
+    assert callees > 5 and 0 < defined < 10, lines[0]  # the function, its wrappers, barrier, mix
+    assert lines[1:] == ["kernels defined []", "addresses True"], out.stdout
+
+
+def test_kernel_addresses_refuse_a_kernel_typed_otherwise(monkeypatch):
+    """Where this process typed a step function's call of a kernel, the address looked up must be for the
+    same argument types: a kernel called with others would read its arguments wrongly."""
+    from numba.core import types
+    from runtime import kernels
+    step, values, feeds, outs = _zoo_step("xor", {})
+    c = compiled.compile_graphs("xor", [compiled.Entry("train_step", step.graph, outs)])
+    prog = c.programs["train_step"]
+    args = (*c._arguments(prog, {**feeds, "lr": np.float32(0.1), "step": np.float32(1)}, 0, 1)[0], 0, 1,
+            compiled._ALONE)
+    name, sig = compiled.call_signatures(c.module, prog, args)[0]
+    other = sig[:-1] + (types.float64 if sig[-1] != types.float64 else types.int32,)
+    monkeypatch.setattr(kernels, "TYPED_RUNS", {(name, other)})
+    with pytest.raises(RuntimeError, match="internal error"):
+        compiled.kernel_addresses(c.module, prog, args)
+    monkeypatch.setattr(kernels, "TYPED_RUNS", {(name, sig)})
+    assert compiled.kernel_addresses(c.module, prog, args)[0]
 
 
 def test_profile_times_every_call():
