@@ -9,14 +9,16 @@ convolution and pooling call runtime/kernels.py; a scan is a loop in the step fu
 
 A step function takes the inputs, the persistent storage (parameters, states, optimizer slots, constants:
 one flat array per dtype, P_*), one scratch arena per dtype (A_*), the sizes of this call (D), the arena
-offsets (O), the persistent offsets (Q), the seed and step of the random numbers, and its thread's place
-in a team (tid of nt threads, and S, their barrier: runtime/compiled.py's Team); it allocates nothing.
+offsets (O), the persistent offsets (Q), the table T (a row of offsets and sizes per call: a call passes
+where its row starts), K (the addresses of the kernels it calls: runtime/kernels.py run), the seed and
+step of the random numbers, and its thread's place in a team (tid of nt threads, and S, their barrier:
+runtime/compiled.py's Team); it allocates nothing.
 Every thread of a team runs the whole function. A call with work (a fused loop, a product, a window op,
 a copy) gives each thread a share; any other runs in thread 0 alone; a barrier stands wherever a thread
 may next read or overwrite what another wrote.
 
 Nothing the user wrote reaches the source but numbers: names and spans only appear in comments, which are
-reduced to printable ASCII on one line."""
+reduced to printable ASCII on one line (the strings are the names of dlc's kernels)."""
 from __future__ import annotations
 
 import hashlib
@@ -88,7 +90,7 @@ class Program:
     updates: dict  # persistent key -> output name of its new value (already written in place)
     schedule: Schedule  # no default: Program.__getattr__ loads it (a class attribute would hide it)
     table: list = field(default_factory=list)  # the int table T: ("D" | "O" | "Q", index) per entry
-    rows: list = field(default_factory=list)  # R: where each call's row of T starts
+    rows: list = field(default_factory=list)  # where each call's row of T starts (the call passes it)
     labels: list = field(default_factory=list)  # per call: what it computes (for profiles)
     # per call, K's order: (function, [(argument expression, dtype)]), dtype None for the step function's own
     # arguments; enough to compile every callee and find its address (runtime/compiled.py kernel_addresses)
@@ -280,6 +282,7 @@ class _Function:
         # what the threads may not have seen yet: None (all met at a barrier), "serial" (thread 0 wrote),
         # "shared" (every thread wrote its part), "loop" (either: a loop's head or end)
         self.pending = None
+        self.guarded = False  # the threads met before the first write of persistent storage (guard)
 
     # ---- where values live
     def D(self, d) -> str:
@@ -350,6 +353,7 @@ class _Function:
         for key, n in s.updates.items():
             self.program.updates[key] = f"new:{key}"
             if s.root(n) != ("persist", key):
+                self.guard("    ")
                 node = next(m for m, (k_, a) in s.storage.items() if k_ == "persist" and a == key)
                 self.body.append(f"    # new {comment(key)}")
                 size = product(g.type(n).shape)
@@ -358,7 +362,7 @@ class _Function:
         prof = ", PROF" if self.mod.profile else ""
         # nogil: a team's threads run the function at once
         head = ["@njit(cache=True, error_model=\"numpy\", nogil=True)",
-                f"def {self.name}({', '.join(args)}, D, O, Q, T, R, K, seed, step{prof}, tid, nt, S):",
+                f"def {self.name}({', '.join(args)}, D, O, Q, T, K, seed, step{prof}, tid, nt, S):",
                 f"    # {comment(self.name)}: inputs " + comment(", ".join(self.inputs) or "none"),
                 "    rk = mix(mix(seed) ^ step)"]
         if self.mod.profile:
@@ -375,6 +379,8 @@ class _Function:
             self.body.append(f"{ind}# {comment(where)} {comment(first['name'])}: {comment(ops)}")
             note = f"{where} {first['name']}"
             self.note = f"{note} ({ops})"
+            if any(n in s.storage and s.root(n)[0] == "persist" for n in it.nodes):
+                self.guard(ind)
             if it.kind == "fused":
                 k = _Fused(self, s, it, rk)
                 self.kernel_call(ind, k.build(), k.k, note, k.work)
@@ -395,8 +401,20 @@ class _Function:
                 self.body.append(f"{ind}    return False")
 
     def meet(self, ind):
-        """A barrier, where the threads may not have seen each other's writes."""
+        """A barrier, where the threads may not have seen each other's writes. Where a thread failed (raised),
+        the others leave their barriers and go on to the end, but for the one before anything persistent is
+        written (guard): each return of a numba function releases every array it holds, and a return at
+        every barrier made the encoder's train_step take 6 s to compile instead of 3.3-4.8."""
         if self.pending is not None:
+            self.body.append(f"{ind}barrier(S, nt)")
+            self.pending = None
+
+    def guard(self, ind):
+        """Before the first write of persistent storage (parameters, optimizer slots, states): the threads
+        meet, and return where one failed, so that a step that raised in one thread updates nothing. The
+        writes that follow raise nothing (elementwise updates, copies)."""
+        if not self.guarded:
+            self.guarded = ind == "    "  # in a loop (a scan), each write meets: the loop may not run
             self.body += [f"{ind}if barrier(S, nt):", f"{ind}    return False"]
             self.pending = None
 
@@ -408,7 +426,8 @@ class _Function:
         row = len(self.program.rows)
         self.program.rows.append(len(self.program.table))
         self.program.table += [entry for _, entry in k.slots]
-        args = [(arr, None) for _, arr in k.arrays] + [("T", None), (f"R[{row}]", "i64")]
+        # the row's start as a constant: read from an array, 0.4 s of the encoder's train_step compile
+        args = [(arr, None) for _, arr in k.arrays] + [("T", None), (str(self.program.rows[row]), "i64")]
         args += [(e, dt) for _, e, dt in k.extras]
         # K[row]: the address of name's machine code for these arguments (runtime/kernels.py run)
         text = f"run(\"{name}\", K[{row}], {', '.join(a for a, _ in args)})"

@@ -286,8 +286,7 @@ class Compiled:
             O = np.array(plan.offsets or [0], dtype=np.int64)
             tables = {"D": D, "O": O, "Q": self.Q}
             T = np.array([tables[kind][i] for kind, i in prog.table] or [0], dtype=np.int64)
-            R = np.array(prog.rows or [0], dtype=np.int64)
-            got = self.arenas[key] = (D, O, A, plan, T, R, team)
+            got = self.arenas[key] = (D, O, A, plan, T, team)
         return got
 
     def call(self, name: str, feeds: dict, seed: int = 0, step: int = 0, outputs=None):
@@ -359,9 +358,9 @@ class Compiled:
         if layout is None:
             bindings = bind_signature(prog.signature, feeds)
             layout = self._by_shapes[key] = (self._layout(prog, bindings), self._out_specs(prog, bindings))
-        (D, O, A, _, T, R, team), specs = layout
+        (D, O, A, _, T, team), specs = layout
         K = self._kernels.get(prog.name, _UNBOUND)
-        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, R, K,
+        args = (*xs, *self._P, A["f32"], A["f64"], A["i32"], A["i64"], A["bool"], D, O, self.Q, T, K,
                 np.uint64(seed & _MASK), np.uint64(step & _MASK), *self._prof(prog))
         return args, (O, A), specs, team
 
