@@ -630,8 +630,8 @@ def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
     calls for float_dtype (kernels.link_gemm). Calling a step function afterwards finds it and its kernels
     compiled here or in numba's cache, which the other processes fill.
 
-    Compiling is most of a cold start (LeNet-5: about 13 of 16 s in one process). Each process takes the
-    next unit nobody has claimed (a file created exclusively), the longest first. A step function calls its
+    Compiling is most of a cold start (LeNet-5: 11 s in one process). Each process takes the next unit
+    nobody has claimed (a file created exclusively), the longest first. A step function calls its
     kernels by address (kernels.run), so it does not wait for them. It only saves time: whatever is
     missing afterwards numba compiles as before, so a process that fails or a signature worked out
     differently changes nothing but the time."""
@@ -652,8 +652,9 @@ def compile_parallel(module, steps: list, float_dtype: str = "f32") -> None:
             if sig not in sigs and sig not in getattr(module, name).signatures:
                 sigs.append(sig)
     # Longest first, so that no process is left compiling a long one while the others wait: the step
-    # functions (LeNet-5's train_step 1.3 s) and gemm's machine code (1 s), then the hand-written kernels
-    # (convolutions, pools: 0.7-2 s each), then generated kernels by the length of their text (0.05-0.5 s).
+    # functions (LeNet-5's train_step 1.2-1.7 s, the encoder's 3.2-3.7) and gemm's machine code (1 s),
+    # then the hand-written kernels (convolutions, pools: 0.7-2 s each), then generated kernels by the
+    # length of their text (0.05-0.5 s).
     def cost(unit):
         py = getattr(module, unit[0]).py_func
         generated = py.__module__ == module.__name__
@@ -696,7 +697,9 @@ _GEMM_UNIT = "<gemm>"  # compile_parallel's unit for kernels.link_gemm (not a na
 
 
 def _compile_claimed(module, units: list, step_names: list, claims: Path) -> None:
-    """Claim and compile units (name, signatures) in order; step functions linked as their callees are."""
+    """Claim and compile units (name, signatures) in order (step functions linked_as_optimized), each
+    without garbage collection: collections walked the process's objects again and again while numba
+    compiled, 0.4 s of LeNet-5's cold start, and a unit's garbage is collected when it is done."""
     def claim(name):
         try:
             os.close(os.open(claims / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))

@@ -798,10 +798,11 @@ def test_generated_code_keys_are_the_same_in_every_process(tmp_path):
 def test_a_cold_step_finds_every_callee_compiled_by_another_process(tmp_path):
     """compile_parallel works out each callee's signature from the generated calls, whatever the calls pass
     (a scan's loop counter and keys, masking noise's random key, arrays, rows of T): with a compile process
-    that claims every unit (this one claims none), this process compiles nothing, and a step function
-    compiles nothing while it compiles but what it calls directly (the key mixer and the threads'
-    barrier): a wrong signature would have it compile the callee again. Given several step functions, it
-    compiles those too. Compiles are logged in every process by a sitecustomize module on PYTHONPATH."""
+    that claims every unit (this one claims none), this process compiles nothing (a wrong signature would
+    have it compile the kernel again when it looks up its address), and a step function compiles nothing
+    while it compiles but what it calls directly (the key mixer and the threads' barrier). Given several
+    step functions, it compiles those too. Compiles are logged in every process by a sitecustomize module
+    on PYTHONPATH."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(textwrap.dedent("""
