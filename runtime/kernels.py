@@ -905,7 +905,7 @@ def monotonic_ns(typingctx):
     return types.int64(), codegen
 
 
-# ---- calls by address: a step function calls its kernels through run(kernel, K[i], ...)
+# ---- calls by address: a step function calls its kernels through run("kernel", K[i], ...)
 TYPED_RUNS: set = set()  # (kernel's name, argument types) of every run() typed in this process
 
 
@@ -915,7 +915,7 @@ def run(typingctx, name, address, *args):
     the reader) called with them would run. numba links every callee's code into its caller's and
     generates machine code for all of it again: LeNet-5's train_step held 55 functions, and generating
     them was 1.1 of its 2.5 s cold compile. Called by address, a step function holds its own code only, and
-    compiles without waiting for its kernels. compiled.py's kernel_address finds the address for the same
+    compiles without waiting for its kernels. compiled.py's kernel_addresses finds the address for the same
     argument types (unliteral, as numba's call of the kernel would take them), for a kernel that returns
     nothing; TYPED_RUNS lets it check that the types agree."""
     if not isinstance(name, types.StringLiteral) or not isinstance(address, types.Integer):
