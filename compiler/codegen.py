@@ -186,6 +186,25 @@ class ModuleGen:
         return "\n".join(out) + "\n"
 
 
+def _carry_order(bs: Schedule, body: Graph, ns: int, nc: int) -> list:
+    """The carries a scan step writes back, in an order where none is overwritten before another's new
+    value, which may be its old value (`h2 = h1`), is read from it. Carries that swap (`t = a; a = b;
+    b = t`) have no such order: they are refused rather than computed wrong."""
+    old = {bs.root(body.inputs[ns + j]): j for j in range(nc)}
+    write = [i for i in range(nc) if bs.root(body.outputs[i][1]) != bs.root(body.inputs[ns + i])]
+    # i reads carry j's buffer: i before j
+    before = {i: old.get(bs.root(body.outputs[i][1])) for i in write}
+    order, left = [], list(write)
+    while left:
+        ready = [i for i in left if not any(before[k] == i for k in left if k != i)]
+        if not ready:
+            raise Unsupported("the cpu target cannot compile a scan whose carries swap values (each new "
+                              "carry is another's old one); compute one of them, as in `a = b * 1.0`")
+        order.append(ready[0])
+        left.remove(ready[0])
+    return order
+
+
 def horner(pairs) -> str:
     """The C-order flat index of a multi-index: pairs of (index, size of that axis), unit axes left out."""
     if not pairs:
@@ -739,10 +758,8 @@ class _Function:
                 y = body.outputs[nc + j][1]
                 move("insert", self.ref(s, outs[j]), self.ref(bs, y), g.type(outs[j]).shape)
         # after the yields: a yield may be the step's old carry (BPTT saves them)
-        for i in range(nc):
+        for i in _carry_order(bs, body, ns, nc):
             new = body.outputs[i][1]
-            if bs.root(new) == bs.root(body.inputs[ns + i]):
-                continue
             size = product(body.type(new).shape)
             if lengths is None:
                 self.lib(ind2, "copy", [carries[i], self.ref(bs, new)], ints=[self.D(size)], work=size)

@@ -16,6 +16,7 @@ import pytest
 
 from compiler.autodiff import Emitter, grad
 from compiler.check import check
+from compiler.codegen import Unsupported
 from compiler.dims import Dim
 from compiler.graph import Graph, TType
 from compiler.ops import INTERNAL, OPS
@@ -1013,6 +1014,35 @@ def test_no_allocation_per_step(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     per_step, arrays = out.stdout.split()
     assert float(per_step) <= float(arrays)
+
+
+@pytest.mark.parametrize("body,ok", [
+    ("h2 = h1\n        h1 = h1 * 0.5 + h2 + xt", True),  # a shift: h2's new value is h1's old one
+    ("t = h1\n        h1 = h2 + xt\n        h2 = t", True),  # h2 takes h1's old value, h1 a new one
+    ("t = h1\n        h1 = h2 * 1.0\n        h2 = t", True),  # the swap, one side computed
+    ("t = h1\n        h1 = h2\n        h2 = t", False),  # the swap: refused, not computed wrong
+])
+def test_scan_carries_that_take_each_others_values(body, ok, tmp_path):
+    """A scan step writes its new carries back over the old ones; a new carry that is another's old value
+    is read before that one is overwritten (it was not: `h2 = h1` got h1's new value)."""
+    src = tmp_path / "carries.dln"
+    src.write_text(f"""model carries(x: f32[B, T, 2]) -> (y: f32[B, T, 2]) {{
+    ys, h1, h2 = scan xt in x along 1 with h1 = x[:, 0, :], h2 = x[:, 1, :] * 3.0 {{
+        {body}
+        yield h1 * 2.0 + h2
+    }}
+    return ys
+}}
+""")
+    r = check(str(src))
+    assert r.ok, r.diags
+    x = np.arange(16, dtype=np.float64).reshape(2, 4, 2) / 10
+    if not ok:
+        with pytest.raises(Unsupported, match="carries swap"):
+            compiled.run(r.graph, {"x": x}, {}, float_dtype=np.float64)
+        return
+    want = interpreter.run(r.graph, {"x": x}, {}, float_dtype=np.float64)["y"]
+    np.testing.assert_allclose(compiled.run(r.graph, {"x": x}, {}, float_dtype=np.float64)["y"], want, rtol=1e-12)
 
 
 def test_a_step_function_calls_its_kernels_by_address(tmp_path):
