@@ -40,7 +40,12 @@ NP_NAME = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "
 
 
 class Unsupported(Exception):
-    """The graph uses something this target cannot compile (the reference interpreter can run it)."""
+    """The graph uses something this target cannot compile (the reference interpreter can run it). Code
+    generation puts the .dln location of the item in the message (located)."""
+
+    def __init__(self, message: str, located: bool = False):
+        super().__init__(message)
+        self.located = located
 
 
 def comment(text: str) -> str:
@@ -401,24 +406,34 @@ class _Function:
             self.note = f"{note} ({ops})"
             if any(n in s.storage and s.root(n)[0] == "persist" for n in it.nodes):
                 self.guard(ind)
-            if it.kind == "fused":
-                k = _Fused(self, s, it, rk)
-                self.kernel_call(ind, k.build(), k.k, note, k.work)
-            elif it.kind == "scan":
-                self.emit_scan(s, it, ind, rk)
-            elif it.kind == "matmul":
-                self.emit_matmul(s, it, ind, note, rk)
-            elif it.kind in ("conv", "conv_transpose", "max_pool", "avg_pool", "max_pool_grad"):
-                self.emit_window(s, it, ind, note, rk)
-            elif it.kind in ("concat", "scatter_add"):
-                getattr(self, "emit_" + it.kind)(s, it, ind, note)
-            else:
-                raise Unsupported(f"the cpu target cannot compile `{it.kind}` yet")
+            try:
+                self.emit_item(s, it, ind, note, rk)
+            except Unsupported as e:
+                if e.located or first["span"] is None:
+                    raise
+                from dsl.diagnostics import display_path
+                span = first["span"]
+                raise Unsupported(f"{display_path(span.source)}:{span.line}:{span.col}: {e}", located=True) from None
             if it.check_loss:
                 loss = it.tail if it.tail is not None else it.nodes[-1]
                 self.meet(ind)
                 self.body.append(f"{ind}if not np.isfinite({self.at(self.ref(s, loss))}):")
                 self.body.append(f"{ind}    return False")
+
+    def emit_item(self, s: Schedule, it, ind: str, note: str, rk: str):
+        if it.kind == "fused":
+            k = _Fused(self, s, it, rk)
+            self.kernel_call(ind, k.build(), k.k, note, k.work)
+        elif it.kind == "scan":
+            self.emit_scan(s, it, ind, rk)
+        elif it.kind == "matmul":
+            self.emit_matmul(s, it, ind, note, rk)
+        elif it.kind in ("conv", "conv_transpose", "max_pool", "avg_pool", "max_pool_grad"):
+            self.emit_window(s, it, ind, note, rk)
+        elif it.kind in ("concat", "scatter_add"):
+            getattr(self, "emit_" + it.kind)(s, it, ind, note)
+        else:
+            raise Unsupported(f"the cpu target cannot compile `{it.kind}` yet")
 
     def meet(self, ind):
         """A barrier, where the threads may not have seen each other's writes. Where a thread failed (raised),

@@ -272,3 +272,17 @@ def test_warm_cache(dlc, tmp_path):
     key = json.loads((tmp_path / "out" / "manifest.json").read_text())["cache_key"]
     index = {f.name.split(".")[1].split("-")[0] for f in Path(os.environ["NUMBA_CACHE_DIR"]).rglob(f"m_{key}.*.nbi")}
     assert {"predict", "eval_step", "train_step"} <= index  # Numba's machine code is on disk for the next run
+
+
+def test_what_the_cpu_target_cannot_compile_is_a_located_diagnostic(dlc, write, tmp_path):
+    """A scan whose carries swap values: `dlc compile` says where, and that the reference interpreter runs
+    it; nothing is written."""
+    p = write("model m(x: f32[B, T, 2]) -> (y: f32[B, T, 2]) {\n"
+              "    ys, a, b = scan xt in x along 1 with a = x[:, 0, :], b = x[:, 1, :] {\n"
+              "        t = a\n        a = b\n        b = t\n        yield a + xt\n    }\n    return ys\n}\n")
+    rc, out, err = dlc("compile", p, "-o", tmp_path / "out", "--no-warm")
+    _clean(err)
+    assert rc == 1 and out == ""
+    assert f"error: {display_path(str(p))}:2:" in err and "carries swap values" in err, err
+    assert "help: the reference interpreter runs it" in err
+    assert not (tmp_path / "out").exists()
