@@ -595,7 +595,7 @@ def kernel_addresses(module, prog: Program, args: tuple) -> np.ndarray:
     found = {}
     for i, (name, sig) in enumerate(call_signatures(module, prog, args)):
         if (name, sig) not in found:
-            typed = {a for f, a in _kernels.TYPED_RUNS if f == name}
+            typed = _kernels.TYPED_RUNS.get(name)
             if typed and sig not in typed:
                 raise RuntimeError(f"internal error: {prog.name} calls {name} with {typed}, not {sig}")
             fn = getattr(module, name)
@@ -753,14 +753,11 @@ def linked_as_optimized(names: list):
         _LINKING.names = before
 
 
-def _wait_done(claims: Path, names: list, others_alive) -> bool:
-    """Whether every unit named is done, waiting while the processes that may hold them are alive."""
+def _wait_done(claims: Path, names: list, others_alive) -> None:
+    """Wait until every unit named is done, while the processes that may hold them are alive."""
     import time
-    while not all((claims / f"{n}.done").exists() for n in names):
-        if not others_alive():
-            return False
+    while not all((claims / f"{n}.done").exists() for n in names) and others_alive():
         time.sleep(0.005)
-    return True
 
 
 def compile_worker(job: str) -> None:

@@ -906,7 +906,7 @@ def monotonic_ns(typingctx):
 
 
 # ---- calls by address: a step function calls its kernels through run("kernel", K[i], ...)
-TYPED_RUNS: set = set()  # (kernel's name, argument types) of every run() typed in this process
+TYPED_RUNS: dict = {}  # kernel name -> the argument types of every run() of it typed in this process
 
 
 @intrinsic
@@ -921,7 +921,7 @@ def run(typingctx, name, address, *args):
     if not isinstance(name, types.StringLiteral) or not isinstance(address, types.Integer):
         return None
     argtys = tuple(types.unliteral(a) for a in args)
-    TYPED_RUNS.add((name.literal_value, argtys))
+    TYPED_RUNS.setdefault(name.literal_value, set()).add(argtys)
 
     def codegen(context, builder, signature, llargs):
         fnty = context.call_conv.get_function_type(types.none, argtys)

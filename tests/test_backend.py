@@ -1095,10 +1095,10 @@ def test_kernel_addresses_refuse_a_kernel_typed_otherwise(monkeypatch):
             compiled._ALONE)
     name, sig = compiled.call_signatures(c.module, prog, args)[0]
     other = sig[:-1] + (types.float64 if sig[-1] != types.float64 else types.int32,)
-    monkeypatch.setattr(kernels, "TYPED_RUNS", {(name, other)})
+    monkeypatch.setattr(kernels, "TYPED_RUNS", {name: {other}})
     with pytest.raises(RuntimeError, match="internal error"):
         compiled.kernel_addresses(c.module, prog, args)
-    monkeypatch.setattr(kernels, "TYPED_RUNS", {(name, sig)})
+    monkeypatch.setattr(kernels, "TYPED_RUNS", {name: {sig}})
     assert compiled.kernel_addresses(c.module, prog, args)[0]
 
 
