@@ -587,17 +587,24 @@ def call_signatures(module, prog: Program, args: tuple) -> list:
 
 def kernel_addresses(module, prog: Program, args: tuple) -> np.ndarray:
     """K for prog's function (see kernels.run): the address of each call's kernel compiled for its argument
-    types, compiling it or loading it from numba's cache where this process has not. Where this process
+    types, from the function's kernel image (below) or else from numba, compiling each kernel or loading
+    it from numba's cache where this process has not (and then writing the image). Where this process
     typed calls of a kernel (kernels.TYPED_RUNS), the types looked up must be among them: a kernel called
     with other types than it was compiled for would read its arguments wrongly."""
     from numba.core import types
-    K = np.zeros(max(len(prog.calls), 1), dtype=np.int64)
+    sigs = call_signatures(module, prog, args)
+    for name, sig in sigs:
+        typed = _kernels.TYPED_RUNS.get(name)
+        if typed and sig not in typed:
+            raise RuntimeError(f"internal error: {prog.name} calls {name} with {typed}, not {sig}")
+    image = _image_path(module, prog, sigs)
+    K = _load_image(image, len(sigs)) if image is not None else None
+    if K is not None:
+        return K
+    K = np.zeros(max(len(sigs), 1), dtype=np.int64)
     found = {}
-    for i, (name, sig) in enumerate(call_signatures(module, prog, args)):
+    for i, (name, sig) in enumerate(sigs):
         if (name, sig) not in found:
-            typed = _kernels.TYPED_RUNS.get(name)
-            if typed and sig not in typed:
-                raise RuntimeError(f"internal error: {prog.name} calls {name} with {typed}, not {sig}")
             fn = getattr(module, name)
             fn.compile(sig)
             cres = fn.overloads[sig]
@@ -607,7 +614,101 @@ def kernel_addresses(module, prog: Program, args: tuple) -> np.ndarray:
                                    f"at address {address}")
             found[name, sig] = address
         K[i] = found[name, sig]
+    if image is not None:
+        _write_image(image, module, sigs)
     return K
+
+
+# A kernel image holds the machine code of every kernel one step function calls, for the argument types it
+# passes: loading it is adding a few object files to numba's JIT and looking up one address each (LeNet-5:
+# 5 ms), where loading each kernel through its dispatcher from numba's cache took 70-80 ms of a 0.45 s warm
+# start (per kernel: unpickling, parsing its bitcode for later linking, which calls by address never do,
+# and numba's bookkeeping of a callable function). The object code is numba's own, read from its cache
+# once, the first time a process finds no image. Only kernels whose code never reads their numba
+# environment go in (only their Python wrappers do, which no call by address runs, and which an image
+# leaves unset).
+_IMAGE_FORMAT = b"dlc kernel image 1"
+_IMAGED: dict[str, int] = {}  # a kernel's symbol -> its address, for those this process loaded from images
+
+
+def _image_path(module, prog: Program, sigs: list) -> Path | None:
+    path = getattr(module, "__dlc_path__", None)
+    if path is None:
+        return None
+    import llvmlite
+    from numba.core.registry import cpu_target
+    # the machine the code was made for, as numba keys its own cache (the module's key has the versions)
+    machine = repr(cpu_target.target_context.codegen().magic_tuple())
+    key = cache_name(_IMAGE_FORMAT, prog.name.encode(), repr(sigs).encode(), machine.encode(),
+                     llvmlite.__version__.encode())
+    return path.with_name(f"{path.stem}.{prog.name}.{key[:20]}.kimg")
+
+
+def _load_image(path: Path, calls: int) -> np.ndarray | None:
+    """K from the image at path; None where there is none or it is damaged (numba's own way then)."""
+    import pickle
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data[32:]).digest() != data[:32]:
+        return None
+    try:
+        symbols, objects = pickle.loads(data[32:])
+        if len(symbols) != calls or not all(s in objects or s in _IMAGED for s in symbols):
+            return None
+        import llvmlite.binding as ll
+        from numba.core.compiler_lock import global_compiler_lock
+        from numba.core.registry import cpu_target
+        from numba.core.runtime import nrt
+        ctx = cpu_target.target_context
+        with global_compiler_lock:
+            nrt.rtsys.initialize(ctx)  # the kernels' code calls numba's runtime
+            engine = ctx.codegen()._engine._ee
+            new = [s for s in objects if s not in _IMAGED]
+            for s in new:
+                engine.add_object_file(ll.ObjectFileRef.from_data(objects[s]))
+            if new:
+                engine.finalize_object()
+            for s in new:
+                address = engine.get_function_address(s)
+                if not address:
+                    return None
+                _IMAGED[s] = address
+    except Exception:  # written by another version of this code, or unreadable: only a cache
+        return None
+    return np.array([_IMAGED[s] for s in symbols] or [0], dtype=np.int64)
+
+
+def _write_image(path: Path, module, sigs: list) -> None:
+    """Write the image of these calls' kernels from numba's cache, where each is there, as numba would load
+    it, returns nothing and leaves its environment alone."""
+    import pickle
+    try:
+        import llvmlite.binding as ll
+        from numba.core import types
+        from numba.core.registry import cpu_target
+        codegen = cpu_target.target_context.codegen()
+        symbols, objects = [], {}
+        for name, sig in sigs:
+            cache = getattr(module, name)._cache
+            data = cache._cache_file.load(cache._index_key(sig, codegen))
+            if data is None:
+                return
+            (_, kind, (code, bitcode)), fndesc, _, signature, _, _, _, reload_init = data[:8]
+            if kind != "object" or tuple(signature.args) != sig or signature.return_type != types.none \
+                    or reload_init:
+                return
+            symbol = fndesc.llvm_func_name
+            if symbol not in objects:
+                if "NumbaEnv" in str(ll.parse_bitcode(bitcode).get_function(symbol)):
+                    return
+                objects[symbol] = code
+            symbols.append(symbol)
+        body = pickle.dumps((symbols, objects), protocol=pickle.HIGHEST_PROTOCOL)
+        write_atomic(path, hashlib.sha256(body).digest() + body)
+    except Exception:  # a numba whose cache is laid out otherwise, a full disk: no image, numba's way
+        return
 
 
 _UNBOUND = np.zeros(1, dtype=np.int64)  # K before a function's first call (its type is all that counts)

@@ -397,6 +397,32 @@ def test_a_thread_failing_before_the_update_updates_nothing(monkeypatch):
     np.testing.assert_allclose(values["w"], before - before[:4].sum(), rtol=1e-6)
 
 
+def test_kernels_from_an_image_compute_and_raise_as_numba_loaded_them():
+    """A step function's first call writes its kernel image (each kernel's machine code from numba's cache);
+    a second Compiled of the same graphs takes K from it, not from numba's dispatchers: other copies of
+    the same code, with the same results, and a kernel's raise still raises."""
+    g = Graph("image")
+    table = g.add("input", [], {"name": "table"}, TType((Dim.const(5), Dim.const(4)), "f32"), None, "table")
+    idx = g.add("input", [], {"name": "idx"}, TType((B,), "i64"), None, "idx")
+    g.inputs = [table, idx]
+    e = Emitter(g, None, "t")
+    rows = e("exp", e("gather", table, idx))
+    g.outputs = [("rows", rows), ("total", e("sum", rows))]
+    entries = [compiled.Entry("step", g, ["rows", "total"], {}, "total")]
+    feeds = {"table": np.arange(20, dtype=np.float32).reshape(5, 4) / 10, "idx": np.array([1, 2, 3, 4])}
+    first = compiled.compile_graphs("image", entries)
+    want = first.call("step", feeds)[1]["rows"].copy()
+    path = first.module.__dlc_path__
+    assert len(list(path.parent.glob(f"{path.stem}.step.*.kimg"))) == 1
+    second = compiled.compile_graphs("image", entries)
+    assert second.module is first.module
+    np.testing.assert_array_equal(second.call("step", feeds)[1]["rows"], want)
+    K1, K2 = first._kernels["step"], second._kernels["step"]
+    assert all(k in compiled._IMAGED.values() for k in K2) and not set(K1) & set(K2)
+    with pytest.raises(RunError, match="index out of range"):
+        second.call("step", {**feeds, "idx": np.array([0, 1, 2, 9])})
+
+
 def test_a_failing_thread_stops_the_team(monkeypatch):
     """An index out of range in the last thread's share raises in the caller, where no thread is left
     waiting at a barrier; a loss that is not finite stops every thread before the update; then the
@@ -687,6 +713,9 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
         print("hits", sum(f.stats.cache_hits.values()), "misses", sum(f.stats.cache_misses.values()))
         print("lowering", "numba.np.arraymath" in sys.modules)  # imported to compile, not to load
         print("blas glue", "scipy.linalg" in sys.modules or "numba.np.linalg" in sys.modules)  # kernels.gemm
+        kernels = {{name for name, _ in m.compiled().programs["predict"].calls}}
+        print("kernels loaded", sum(bool(getattr(m.compiled().module, k).signatures) for k in kernels),
+              "of", len(kernels))  # through numba's dispatchers, or else from the kernel image
         deferred = "numpy.f2py.crackfortran" not in sys.modules  # runtime/compiled.py kept it from loading
         import numpy.f2py
         print("f2py", deferred, numpy.f2py.get_include().endswith("src"))  # and it still works when used
@@ -699,6 +728,8 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     assert "generated 1" in first.stdout and "generated 0" in second.stdout
     assert "lowering True" in first.stdout and "lowering False" in second.stdout
     assert "blas glue False" in second.stdout
+    loaded = [line.split() for out in (first, second) for line in out.stdout.splitlines() if "kernels loaded" in line]
+    assert loaded[0][2] == loaded[0][4] != "0" and loaded[1][2] == "0", loaded
     assert "f2py True True" in first.stdout and "f2py True True" in second.stdout
     assert first.stdout.split()[0] == second.stdout.split()[0]
     # a corrupted entry (the module file and numba's index) is rebuilt, with the same result
@@ -716,12 +747,18 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     data = bytearray(pickles[0].read_bytes())
     data[len(data) // 2] ^= 1  # one bit: it might still unpickle, to something else
     pickles[0].write_bytes(bytes(data))
+    images = list((tmp_path / "dlc").rglob("*.kimg"))
+    assert len(images) == 1
+    data = bytearray(images[0].read_bytes())
+    data[len(data) // 2] ^= 1
+    images[0].write_bytes(bytes(data))
     third = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     assert third.stdout.split()[0] == first.stdout.split()[0]
     assert "generated 1" in third.stdout
     fourth = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert "generated 0" in fourth.stdout and "misses 0" in fourth.stdout
+    assert "kernels loaded 0" in fourth.stdout and "kernels loaded 0" not in third.stdout  # rewritten by the third
     assert fourth.stdout.split()[0] == first.stdout.split()[0]
     # a moved cache folder: the compiled module code named the old path, through which numba finds its cache
     (tmp_path / "dlc").rename(tmp_path / "moved")
