@@ -598,9 +598,12 @@ def kernel_addresses(module, prog: Program, args: tuple) -> np.ndarray:
         if typed and sig not in typed:
             raise RuntimeError(f"internal error: {prog.name} calls {name} with {typed}, not {sig}")
     image = _image_path(module, prog, sigs)
-    K = _load_image(image, len(sigs)) if image is not None else None
-    if K is not None:
-        return K
+    if image is not None:
+        K = _load_image(image, len(sigs))
+        if K is None and _write_image(image, module, sigs):  # compiled by compile_parallel's processes
+            K = _load_image(image, len(sigs))
+        if K is not None:
+            return K
     K = np.zeros(max(len(sigs), 1), dtype=np.int64)
     found = {}
     for i, (name, sig) in enumerate(sigs):
@@ -680,9 +683,9 @@ def _load_image(path: Path, calls: int) -> np.ndarray | None:
     return np.array([_IMAGED[s] for s in symbols] or [0], dtype=np.int64)
 
 
-def _write_image(path: Path, module, sigs: list) -> None:
+def _write_image(path: Path, module, sigs: list) -> bool:
     """Write the image of these calls' kernels from numba's cache, where each is there, as numba would load
-    it, returns nothing and leaves its environment alone."""
+    it, returns nothing and leaves its environment alone. Whether it was written."""
     import pickle
     try:
         import llvmlite.binding as ll
@@ -694,21 +697,22 @@ def _write_image(path: Path, module, sigs: list) -> None:
             cache = getattr(module, name)._cache
             data = cache._cache_file.load(cache._index_key(sig, codegen))
             if data is None:
-                return
+                return False
             (_, kind, (code, bitcode)), fndesc, _, signature, _, _, _, reload_init = data[:8]
             if kind != "object" or tuple(signature.args) != sig or signature.return_type != types.none \
                     or reload_init:
-                return
+                return False
             symbol = fndesc.llvm_func_name
             if symbol not in objects:
                 if "NumbaEnv" in str(ll.parse_bitcode(bitcode).get_function(symbol)):
-                    return
+                    return False
                 objects[symbol] = code
             symbols.append(symbol)
         body = pickle.dumps((symbols, objects), protocol=pickle.HIGHEST_PROTOCOL)
         write_atomic(path, hashlib.sha256(body).digest() + body)
+        return True
     except Exception:  # a numba whose cache is laid out otherwise, a full disk: no image, numba's way
-        return
+        return False
 
 
 _UNBOUND = np.zeros(1, dtype=np.int64)  # K before a function's first call (its type is all that counts)
