@@ -12,7 +12,6 @@ from pathlib import Path
 
 from . import ast as A
 from .diagnostics import Diagnostic, DiagnosticError, Note, Sources, suggest
-from .parser import grammar_path, parse
 
 _HERE = Path(__file__).resolve().parent
 
@@ -103,6 +102,21 @@ def cache_name(*parts: bytes) -> str:
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
     return h.hexdigest()[:32]
+
+
+def grammar_path() -> Path:
+    # In a source checkout the grammar lives at the repository root; a wheel carries it inside `dlc/`.
+    for candidate in (_HERE.parent / "grammar.lark", _HERE.parent / "dlc" / "grammar.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("grammar.lark is missing from this installation of dlc")
+
+
+def parse(text: str, key: str) -> A.Module:
+    """dsl.parser.parse, imported on first use: a process whose files are all in the parse cache never
+    imports Lark (0.02-0.03 s of a warm start)."""
+    from .parser import parse
+    return parse(text, key)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from pathlib import Path
 
 import lark
 from lark import Lark, Transformer, v_args
@@ -14,16 +13,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import ast as A
 from .diagnostics import Diagnostic, DiagnosticError, Span
+from .loader import grammar_path  # noqa: F401 (where the grammar is: the loader keys parsed files by it)
 
-_HERE = Path(__file__).resolve().parent
-
-
-def grammar_path() -> Path:
-    # In a source checkout the grammar lives at the repository root; a wheel carries it inside `dlc/`.
-    for candidate in (_HERE.parent / "grammar.lark", _HERE.parent / "dlc" / "grammar.lark"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("grammar.lark is missing from this installation of dlc")
 
 
 @lru_cache(maxsize=1)

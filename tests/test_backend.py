@@ -715,6 +715,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
         f = m.compiled().module.predict
         print("hits", sum(f.stats.cache_hits.values()), "misses", sum(f.stats.cache_misses.values()))
         print("lowering", "numba.np.arraymath" in sys.modules)  # imported to compile, not to load
+        print("parser", "lark" in sys.modules)  # every .dln file is in the parse cache the second time
         print("blas glue", "scipy.linalg" in sys.modules or "numba.np.linalg" in sys.modules)  # kernels.gemm
         kernels = {{name for name, _ in m.compiled().programs["predict"].calls}}
         print("kernels loaded", sum(bool(getattr(m.compiled().module, k).signatures) for k in kernels),
@@ -730,6 +731,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
     assert "hits 1" in second.stdout and "misses 0" in second.stdout
     assert "generated 1" in first.stdout and "generated 0" in second.stdout
     assert "lowering True" in first.stdout and "lowering False" in second.stdout
+    assert "parser True" in first.stdout and "parser False" in second.stdout
     assert "blas glue False" in second.stdout
     loaded = [line.split() for out in (first, second) for line in out.stdout.splitlines() if "kernels loaded" in line]
     assert loaded[1][2] == "0" and loaded[1][4] != "0", loaded  # made by the first from numba's cache
