@@ -640,10 +640,11 @@ def _image_path(module, prog: Program, sigs: list) -> Path | None:
         return None
     import llvmlite
     from numba.core.registry import cpu_target
-    # the machine the code was made for, as numba keys its own cache (the module's key has the versions)
+    # the machine the code was made for, as numba keys its own cache (the module's key has dlc's, numba's
+    # and numpy's versions)
     machine = repr(cpu_target.target_context.codegen().magic_tuple())
     key = cache_name(_IMAGE_FORMAT, prog.name.encode(), repr(sigs).encode(), machine.encode(),
-                     llvmlite.__version__.encode())
+                     llvmlite.__version__.encode(), sys.version.encode())
     return path.with_name(f"{path.stem}.{prog.name}.{key[:20]}.kimg")
 
 
