@@ -686,15 +686,16 @@ def _load_image(path: Path, calls: int) -> np.ndarray | None:
 
 def _write_image(path: Path, module, sigs: list) -> bool:
     """Write the image of these calls' kernels from numba's cache, where each is there, as numba would load
-    it, returns nothing and leaves its environment alone. Whether it was written."""
+    it, returns nothing and leaves its environment alone (only its Python wrapper reads it). Whether it
+    was written."""
     import pickle
     try:
         import llvmlite.binding as ll
         from numba.core import types
         from numba.core.registry import cpu_target
         codegen = cpu_target.target_context.codegen()
-        symbols, objects = [], {}
-        for name, sig in sigs:
+        found, objects = {}, {}
+        for name, sig in dict.fromkeys(sigs):
             cache = getattr(module, name)._cache
             data = cache._cache_file.load(cache._index_key(sig, codegen))
             if data is None:
@@ -703,13 +704,12 @@ def _write_image(path: Path, module, sigs: list) -> bool:
             if kind != "object" or tuple(signature.args) != sig or signature.return_type != types.none \
                     or reload_init:
                 return False
-            symbol = fndesc.llvm_func_name
-            if symbol not in objects:
-                if "NumbaEnv" in str(ll.parse_bitcode(bitcode).get_function(symbol)):
-                    return False
-                objects[symbol] = code
-            symbols.append(symbol)
-        body = pickle.dumps((symbols, objects), protocol=pickle.HIGHEST_PROTOCOL)
+            if any("NumbaEnv" in str(f) for f in ll.parse_bitcode(bitcode).functions
+                   if not f.is_declaration and not f.name.startswith("_ZN7cpython")):
+                return False
+            found[name, sig] = fndesc.llvm_func_name
+            objects[fndesc.llvm_func_name] = code
+        body = pickle.dumps(([found[c] for c in sigs], objects), protocol=pickle.HIGHEST_PROTOCOL)
         write_atomic(path, hashlib.sha256(body).digest() + body)
         return True
     except Exception:  # a numba whose cache is laid out otherwise, a full disk: no image, numba's way
