@@ -429,6 +429,10 @@ def bench_model(name: str, a, tmp: Path) -> dict:
     r["dlc_params"], r["dlc_check"] = dlc_params(name)
 
     env = thread_env(a.threads)
+    # dlc's modules with bytecode, as pip installs them (it compiles them whatever PYTHONDONTWRITEBYTECODE
+    # says), kept apart from the checkout; torch's came with its install
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     for attempt in range(3):  # again, with fresh caches, when another process took CPU meanwhile
         cache = tmp / f"{name}-{attempt}"
         env["DLC_CACHE_DIR"] = str(cache / "dlc")
@@ -631,7 +635,8 @@ def header(a) -> str:
         # both set how fast the matmuls are: dlc's register blocks, and the kernels OpenBLAS picks
         (f"dlc gemm: {VECTOR_BYTES}-byte vectors (LLVM cpu {binding.get_host_cpu_name()}); "
          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(not set: OpenBLAS picks by the CPU)')}"),
-        *(["PYTHONDONTWRITEBYTECODE is set: imports compile every module from source (no .pyc written)"]
+        *(["PYTHONDONTWRITEBYTECODE is set here; dlc's workers write and read bytecode under the benchmark's "
+           "temporary folder (PYTHONPYCACHEPREFIX), as an installed dlc has it: `pip install` compiles every module"]
           if os.environ.get("PYTHONDONTWRITEBYTECODE") else []),
         (f"threads {a.threads} (torch.set_num_threads; OPENBLAS/OMP/MKL/NUMBA/DLC_NUM_THREADS for both), Adam lr {LR} "
          f"eps {ADAM_EPS}, float32, {a.warmup} warm-up + {a.steps} timed steps in {a.rounds} alternating rounds"),
