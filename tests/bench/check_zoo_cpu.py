@@ -1,6 +1,8 @@
 """Every zoo model on the cpu target against the reference interpreter, in float64: the forward pass
 (`predict`) and, for models up to --max-params trainable parameters, three training steps of the model's
-own train section. Run by hand (minutes per large model; CI runs five models in tests/test_backend.py):
+own train section, each side keeping its own state. Run by hand (about 4 minutes for the whole zoo);
+CI checks every zoo model's training step in tests/test_backend.py (three momentum steps, each from the
+same state on both sides, and five models with their own optimizers as here):
 
     python tests/bench/check_zoo_cpu.py [--models NAME ...] [--max-params N] [--team N]
 
