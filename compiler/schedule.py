@@ -453,15 +453,16 @@ CONV_KERNEL = {CONV_ALONG_OUTPUT: "conv2d", CONV_ALONG_FILTER: "conv2d", CONV_WI
                CONV_WIDE_FILTER: "conv2d_wide_filter", CONV_T_GEMM: "conv_transpose2d",
                CONV_T_DEPTHWISE: "conv_transpose2d_depthwise", CONV_T_WIDE: "conv_transpose2d_wide",
                CONV_DIRECT: "conv2d_direct", CONV_DIRECT_FILTER: "conv2d_direct_filter"}
-# CONV_DIRECT and CONV_DIRECT_FILTER for up to this many output channels (filters), CONV_DIRECT also for
-# up to DIRECT_TAPS taps per channel (input channels x filter positions); else a GEMM's columns pay.
-# Measured, direct against GEMM, single thread: LeNet's c1 (1 channel in, 6 out, 25 taps) 0.58 against
-# 1.46 ms; 2 in, 8 out, 50 taps 1.44 against 2.07; 3 in, 8 out, 27 taps 0.26 against 0.31; with 12 out
-# even, with 16 out GEMM is faster (1 in: 1.53 against 1.45; LeNet's c3, 6 in, 150 taps: 1.65 against
-# 0.83), and with 64 (3 in: 2.06 against 1.49). c1's filter gradient (6 filters) 0.75 against 1.36,
-# c3's (16) 2.3 against 1.5.
+# CONV_DIRECT for up to DIRECT_OUTPUTS output channels and DIRECT_TAPS taps per channel (input channels x
+# filter positions); CONV_DIRECT_FILTER for up to DIRECT_FILTERS filters; else a GEMM's columns pay.
+# Measured, single thread, CONV_DIRECT (register blocks of the input's own runs) against CONV_WIDE:
+# LeNet-5's c1 (1 channel in, 6 out, 5x5, 28x28) 0.17 against 0.34 ms, its c3 (6 in, 16 out, 150 taps)
+# 0.26 against 0.33; 3 in, 16 out, 3x3 at 32x32, 0.24 against 0.27; 16 in, 32 out (144 taps) even;
+# 32 in, 64 out (288 taps) 2.5 against 1.8, 64 in and out 2.5 against 1.8. CONV_DIRECT_FILTER: c1's
+# filter gradient (6 filters) 0.75 against 1.36, c3's (16) 2.3 against 1.5.
+DIRECT_OUTPUTS = 16
 DIRECT_FILTERS = 8
-DIRECT_TAPS = 50
+DIRECT_TAPS = 150
 # A wide layout computes the columns between rows too and throws them away; it pays while that is at
 # most this share of the work (LeNet's c3: 14 columns for 10, and copies 14 times as long).
 WIDE_WASTE = 2
@@ -502,9 +503,9 @@ def _conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int]:
                         layout, per_image = CONV_DIRECT_FILTER, Dim.const(0)
                         fixed = x.shape[1] * Hp * Wp + Wp + 4 + cg * run
             elif ((sh, sw, dh, dw) == (1, 1, 1, 1) and groups == 1 and rows.is_const and rows.value <= DIRECT_TAPS
-                  and kg.is_const and kg.value <= DIRECT_FILTERS):
-                layout = CONV_DIRECT  # the image's padded planes, kw zeros, two channels' wide rows
-                per_image, fixed = Dim.const(0), x.shape[1] * Hp * Wp + kw + 2 * OH * Wp
+                  and kg.is_const and kg.value <= DIRECT_OUTPUTS):
+                layout = CONV_DIRECT  # the image's padded planes, kw + 16 zeros, K channels' wide rows
+                per_image, fixed = Dim.const(0), x.shape[1] * Hp * Wp + kw + 16 + kg * (OH * Wp + 16)
             elif (sh, sw) == (1, 1) and Wp <= WIDE_WASTE * OW and OH + dh * (kh - 1) <= Hp:
                 layout = CONV_WIDE
                 per_image = (rows + kg) * OH * Wp + padded

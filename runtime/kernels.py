@@ -299,52 +299,49 @@ def conv2d_wide(xa, wa, oa, wsa, T, r, tid, nt, S):
 
 
 @njit(cache=True, error_model="numpy")
-def _add_taps(oa, o0, src, s0, n, a0, a1, b0, b1, K2):
-    """Two taps (a run of src and the run one element on) into a run of oa (a0, a1) and into the run
-    K2 elements on (b0, b1): two output channels from each load of the input."""
-    o0, s0 = np.uint64(o0), np.uint64(s0)
-    o1, one = o0 + np.uint64(K2), np.uint64(1)
-    for t in range(np.uint64(n)):
-        u, z = src[s0 + t], src[s0 + t + one]
-        oa[o0 + t] += a0 * u + a1 * z
-        oa[o1 + t] += b0 * u + b1 * z
-
-
-@njit(cache=True, error_model="numpy")
 def conv2d_direct(xa, wa, oa, wsa, T, r, tid, nt, S):
-    """conv2d with stride 1, dilation 1 and one group, for few taps (a first layer's few channels): each
-    pair of taps is multiply-added from the padded input into the wide rows (OH * Wp, as conv2d_wide's) of
-    two output channels at once, with no columns and no GEMM. With LeNet's c1 (1 channel in, 6 out, 25
-    taps) the columns and BLAS's packing of them cost more than the products: 0.58 against 1.46 ms. The
-    workspace holds the image's padded planes, kw zeros after them (the wide rows' last columns, dropped,
-    read past the last plane) and the two channels' wide rows."""
+    """conv2d with stride 1, dilation 1 and one group, for few taps (a first layer's few channels): a GEMM
+    of the filters with the padded input itself, no columns. The product's rows are output channels, its
+    columns the wide rows (OH * Wp, as conv2d_wide's), and its k one filter row's taps, whose rows of b
+    are runs of the input each one element on from the last (_tile with a row stride of 1); the blocks
+    are summed in registers over a channel's filter rows (k2). LeNet-5's c1 (1 channel in, 6 out, 25
+    taps): 0.17 ms a step, single-threaded, where adding two taps at a time into two channels' rows in
+    memory took 0.40, im2col's columns and BLAS's packing of them 1.46; for the thresholds against
+    conv2d_wide see compiler/schedule.py. The workspace holds the image's padded planes, kw + 16 zeros
+    after them (the wide rows' last columns, dropped, and the last vector's, read past the last plane)
+    and K wide rows, each rounded up to whole vectors."""
     xo, wo, oo, wso, N, C, H, W, K, cg, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, groups, nb = _conv_row(T, r)
     Hp, Wp = H + 2 * ph, W + 2 * pw
     P, Q, taps = Hp * Wp, OH * Wp, C * kh * kw
+    lanes = VECTOR_BYTES // wa.itemsize
+    Qr, step = (Q + lanes - 1) // lanes * lanes, TILE_VECTORS * lanes
     lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
-    res0 = wso + C * P + kw
+    res0 = wso + C * P + kw + 16
     for n in range(lo, hi):
         _pad_planes(wsa, wso, xa, xo + n * C * H * W, C, H, W, ph, pw)
-        _zero_run(wsa, wso + C * P, kw)
-        for k in range(0, K, 2):
-            two = k + 1 < K
-            _zero_run(wsa, res0, 2 * Q)
-            for c in range(C):
-                for i in range(kh):
-                    for j in range(0, kw, 2):
-                        t, x = (c * kh + i) * kw + j, wso + c * P + i * Wp + j
-                        a0, b0 = wa[wo + k * taps + t], wa[wo + (k + 1) * taps + t] if two else np.float32(0)
-                        if j + 1 == kw:  # an odd width's last tap alone
-                            _add_run(wsa, res0, 1, wsa, x, Q, a0)
-                            if two:
-                                _add_run(wsa, res0 + Q, 1, wsa, x, Q, b0)
-                        else:
-                            a1 = wa[wo + k * taps + t + 1]
-                            b1 = wa[wo + (k + 1) * taps + t + 1] if two else np.float32(0)
-                            _add_taps(wsa, res0, wsa, x, Q, a0, a1, b0, b1, Q)
-            for kk in range(k, min(k + 2, K)):
-                for y in range(OH):
-                    _copy_run(oa, oo + ((n * K + kk) * OH + y) * OW, wsa, res0 + (kk - k) * Q + y * Wp, 1, OW)
+        _zero_run(wsa, wso + C * P, kw + 16)
+        j = 0
+        while j < Qr:
+            wide = Qr - j >= step
+            k = 0
+            while k < K:
+                tall = K - k >= TILE_ROWS
+                for c in range(C):  # the filter's rows in a channel, P - kh * Wp elements from the next
+                    ao, bo, co = wo + k * taps + c * kh * kw, wso + c * P + j, res0 + k * Qr + j
+                    more = c > 0
+                    if tall and wide:
+                        _tile_full(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
+                    elif tall:
+                        _tile_column(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
+                    elif wide:
+                        _tile_row(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
+                    else:
+                        _tile_one(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
+                k += TILE_ROWS if tall else 1
+            j += step if wide else lanes
+        for k in range(K):
+            for y in range(OH):
+                _copy_run(oa, oo + ((n * K + k) * OH + y) * OW, wsa, res0 + k * Qr + y * Wp, 1, OW)
 
 
 @njit(cache=True, error_model="numpy")
@@ -1108,20 +1105,21 @@ TILE_CHUNK = 128
 
 
 def _tile(rows: int, vectors: int):
-    """An intrinsic (a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more): the block c[co + i * ldc + j] =
-    (c's value there if more, else 0) + the sum over p < k of a[ao + i * si + p * sp] * b[bo + p * ldb
-    + j], for i < rows and j < vectors * the lanes of a vector register, its sums held in registers.
-    Written as LLVM vectors because numba's loops keep a block of sums in memory, which costs a load and
-    a store per multiply-add."""
-    def typer(typingctx, a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more):
+    """An intrinsic (a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more, k2, sa, sb): the block c[co + i * ldc
+    + j] = (c's value there if more, else 0) + the sum over q < k2 and p < k of a[ao + q * sa + i * si +
+    p * sp] * b[bo + q * sb + p * ldb + j], for i < rows and j < vectors * the lanes of a vector
+    register, its sums held in registers. A product has k2 = 1; a convolution (conv2d_direct) sums k
+    taps along a filter row, k2 rows. Written as LLVM vectors because numba's loops keep a block of sums
+    in memory, which costs a load and a store per multiply-add."""
+    def typer(typingctx, a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more, k2, sa, sb):
         if not _gemm_operands(a, b, c):
             return None
         i = types.intp
-        return types.void(a, i, i, i, b, i, i, c, i, i, i, types.boolean), codegen
+        return types.void(a, i, i, i, b, i, i, c, i, i, i, types.boolean, i, i, i), codegen
 
     def codegen(context, builder, signature, args):
         a, b, c = signature.args[0], signature.args[4], signature.args[7]
-        va, vao, vsi, vsp, vb, vbo, vldb, vc, vco, vldc, vk, vmore = args
+        va, vao, vsi, vsp, vb, vbo, vldb, vc, vco, vldc, vk, vmore, vk2, vsa, vsb = args
         dt = context.get_value_type(a.dtype)
         lanes = VECTOR_BYTES // context.get_abi_sizeof(dt)
         vec, i32 = ir.VectorType(dt, lanes), ir.IntType(32)
@@ -1142,16 +1140,19 @@ def _tile(rows: int, vectors: int):
                 for v in range(vectors):
                     builder.store(builder.load(vector_at(crow, v), align=context.get_abi_sizeof(dt)), sums[i][v])
         undef, first = ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-        with cgutils.for_range(builder, vk) as loop:
-            p = loop.index
-            brow = builder.gep(pb, [builder.mul(p, vldb)])
-            bv = [builder.load(vector_at(brow, v), align=context.get_abi_sizeof(dt)) for v in range(vectors)]
-            acol = builder.gep(pa, [builder.mul(p, vsp)])
-            for i in range(rows):
-                x = builder.load(builder.gep(acol, [builder.mul(ir.Constant(vk.type, i), vsi)]))
-                xs = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, first)
-                for v in range(vectors):
-                    builder.store(builder.call(fma, [xs, bv[v], builder.load(sums[i][v])]), sums[i][v])
+        with cgutils.for_range(builder, vk2) as outer:
+            qa = builder.gep(pa, [builder.mul(outer.index, vsa)])
+            qb = builder.gep(pb, [builder.mul(outer.index, vsb)])
+            with cgutils.for_range(builder, vk) as loop:
+                p = loop.index
+                brow = builder.gep(qb, [builder.mul(p, vldb)])
+                bv = [builder.load(vector_at(brow, v), align=context.get_abi_sizeof(dt)) for v in range(vectors)]
+                acol = builder.gep(qa, [builder.mul(p, vsp)])
+                for i in range(rows):
+                    x = builder.load(builder.gep(acol, [builder.mul(ir.Constant(vk.type, i), vsi)]))
+                    xs = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, first)
+                    for v in range(vectors):
+                        builder.store(builder.call(fma, [xs, bv[v], builder.load(sums[i][v])]), sums[i][v])
         for i in range(rows):
             crow = builder.gep(pc, [builder.mul(ir.Constant(vk.type, i), vldc)])
             for v in range(vectors):
@@ -1310,13 +1311,13 @@ def _gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
                 tall = m - i >= TILE_ROWS
                 aij, bj, cij = ao + i * si + p * sp, bo + p * ldb + j, co + i * ldc + j
                 if tall and wide:
-                    _tile_full(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more)
+                    _tile_full(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
                 elif tall:
-                    _tile_column(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more)
+                    _tile_column(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
                 elif wide:
-                    _tile_row(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more)
+                    _tile_row(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
                 else:
-                    _tile_one(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more)
+                    _tile_one(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
                 i += TILE_ROWS if tall else 1
             j += step if wide else lanes
     if full < n:

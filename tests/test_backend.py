@@ -203,9 +203,9 @@ def test_gradients_of_every_differentiable_primitive_match_the_reference(threads
 # of stride 1 (whole padded rows, with and without padding, grouped and dilated), a GEMM per chunk of
 # images or straight into the output, a depthwise transposed convolution without a GEMM (avg_pool's
 # gradient), and the direct kernels for few taps or few filters (odd and even counts of channels and
-# filter columns: they go two at a time)
+# filter columns)
 _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
-    ((7, 4, 9, 8), (9, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE"),
+    ((7, 4, 9, 8), (17, 4, 3, 3), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_WIDE"),
     ((9, 4, 9, 8), (6, 2, 3, 2), dict(stride=[2, 1], pad=[0, 1], dilation=[1, 2], groups=2), False, "CONV_ALONG_OUTPUT"),
     ((3, 7, 10, 10), (5, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_DIRECT_FILTER"),
     ((3, 7, 10, 10), (9, 7, 8, 9), dict(stride=[1, 1], pad=[2, 1], round="floor"), False, "CONV_WIDE_FILTER"),
@@ -219,6 +219,8 @@ _CONVS = [  # (x shape, w shape, attrs, transposed, layout)
     ((2, 5, 9, 9), (3, 5, 7, 7), dict(stride=[1, 1], pad=[1, 1]), False, "CONV_DIRECT_FILTER"),
     ((6, 3, 8, 8), (4, 3, 3, 3), dict(stride=[1, 1]), False, "CONV_DIRECT"),
     ((5, 2, 7, 6), (3, 2, 2, 4), dict(stride=[1, 1], pad=[1, 2]), False, "CONV_DIRECT"),
+    # blocks of 4 channels and one, of 4 vectors and one, and a last vector past the output rows
+    ((3, 5, 11, 13), (14, 5, 3, 4), dict(stride=[1, 1], pad=[2, 1]), False, "CONV_DIRECT"),
     ((3, 9, 5, 4), (256, 9, 2, 2), dict(stride=[1, 1]), False, "CONV_WIDE"),  # 256 channels: the other GEMM order
     ((7, 3, 5, 6), (3, 2, 3, 3), dict(stride=[2, 2], pad=[1, 0]), True, "CONV_T_GEMM"),
     ((7, 4, 5, 6), (4, 3, 2, 3), dict(stride=[1, 2], dilation=[2, 1], groups=2), True, "CONV_T_GEMM"),
