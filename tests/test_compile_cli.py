@@ -94,12 +94,16 @@ def test_emit_schedule(dlc, write):
     assert "matmul" in out and "transposed" not in out and out.rstrip().endswith("updated in place: -")
     rc, out, err = dlc("compile", "lenet5", "--emit", "schedule")  # each convolution names its kernel
     assert rc == 0, err
-    # c1: one channel in, 25 taps; then c3; each with its bias and tanh
+    # c1: one channel in, 25 taps; c3: 6 channels in, 150 taps, 16 out; each with its bias and tanh
     assert re.search(r"^\[0\] conv by conv2d_direct with an epilogue over \[B, 6, 28, 28\]: %\d+ conv, %\d+ add, %\d+ tanh ",
                      out, re.M)
-    assert re.search(r"^\[\d+\] conv by conv2d_wide \(a GEMM per min\(B, \d+\) images\) with an epilogue over ", out, re.M)
+    assert re.search(r"^\[\d+\] conv by conv2d_direct with an epilogue over \[B, 16, 10, 10\]: ", out, re.M)
     assert "conv by conv2d_wide_filter" in out and "conv by conv2d_direct_filter: " in out
     assert "conv_transpose by conv_transpose2d_depthwise: " in out
+    rc, out, err = dlc("compile", "vgg16", "--emit", "schedule")  # 16 channels in, 32 out: columns pay
+    assert rc == 0, err
+    assert re.search(r"^\[\d+\] conv by conv2d_wide \(a GEMM per min\(B, \d+\) images\) with an epilogue over "
+                     r"\[B, 32, 16, 16\]", out, re.M)
 
 
 def test_emit_py_is_the_module_the_model_compiles(dlc, tmp_path, monkeypatch):
