@@ -438,10 +438,11 @@ def test_a_thread_failing_before_the_update_updates_nothing(monkeypatch):
     np.testing.assert_allclose(values["w"], before - before[:4].sum(), rtol=1e-6)
 
 
-def test_kernels_from_an_image_compute_and_raise_as_numba_loaded_them(monkeypatch):
+def test_kernels_from_an_image_compute_and_raise_as_numba_loaded_them(monkeypatch, tmp_path):
     """A step function's first call takes K from its kernel image, written from numba's cache where there is
     none: other copies of the same machine code as numba's dispatchers load, with the same results, and a
     kernel's raise still raises."""
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))  # no image from an earlier run
     g = Graph("image")
     table = g.add("input", [], {"name": "table"}, TType((Dim.const(5), Dim.const(4)), "f32"), None, "table")
     idx = g.add("input", [], {"name": "idx"}, TType((B,), "i64"), None, "idx")
