@@ -16,7 +16,6 @@ from .diagnostics import Diagnostic, DiagnosticError, Span
 from .loader import grammar_path  # noqa: F401 (where the grammar is: the loader keys parsed files by it)
 
 
-
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     opts = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)

@@ -326,7 +326,7 @@ def conv2d_direct(xa, wa, oa, wsa, T, r, tid, nt, S):
             k = 0
             while k < K:
                 tall = K - k >= TILE_ROWS
-                for c in range(C):  # the filter's rows in a channel, P - kh * Wp elements from the next
+                for c in range(C):  # a channel's kh filter rows: k2 runs of the input Wp apart
                     ao, bo, co = wo + k * taps + c * kh * kw, wso + c * P + j, res0 + k * Qr + j
                     more = c > 0
                     if tall and wide:
