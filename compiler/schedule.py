@@ -458,8 +458,8 @@ CONV_KERNEL = {CONV_ALONG_OUTPUT: "conv2d", CONV_ALONG_FILTER: "conv2d", CONV_WI
 # Measured, single thread, CONV_DIRECT (register blocks of the input's own runs) against CONV_WIDE:
 # LeNet-5's c1 (1 channel in, 6 out, 5x5, 28x28) 0.17 against 0.34 ms, its c3 (6 in, 16 out, 150 taps)
 # 0.26 against 0.33; 3 in, 16 out, 3x3 at 32x32, 0.24 against 0.27; 16 in, 32 out (144 taps) even;
-# 32 in, 64 out (288 taps) 2.5 against 1.8, 64 in and out 2.5 against 1.8. CONV_DIRECT_FILTER: c1's
-# filter gradient (6 filters) 0.75 against 1.36, c3's (16) 2.3 against 1.5.
+# 32 in, 64 out (288 taps) 2.5 against 1.8, 64 in and out 2.5 against 1.8. CONV_DIRECT_FILTER against
+# CONV_WIDE_FILTER: c1's filter gradient (6 filters) 0.19 against 1.36 ms, c3's (16) 0.60 against 0.45.
 DIRECT_OUTPUTS = 16
 DIRECT_FILTERS = 8
 DIRECT_TAPS = 150
@@ -499,9 +499,9 @@ def _conv_plan(g: Graph, it: Item) -> tuple[Dim, Dim, int]:
                     per_image = OH * OW * (cg * run + kg) + padded
                     fixed = w.shape[0] * cg * run
                     if sh == sw == 1 and kg.is_const and kg.value <= DIRECT_FILTERS:
-                        # the padded planes, Wp + 4 zeros, one channel's widened filter
+                        # the padded planes, Wp + 20 zeros, the widened filters of one input channel
                         layout, per_image = CONV_DIRECT_FILTER, Dim.const(0)
-                        fixed = x.shape[1] * Hp * Wp + Wp + 4 + cg * run
+                        fixed = x.shape[1] * Hp * Wp + Wp + 20 + kg * (run + 16)
             elif ((sh, sw, dh, dw) == (1, 1, 1, 1) and groups == 1 and rows.is_const and rows.value <= DIRECT_TAPS
                   and kg.is_const and kg.value <= DIRECT_OUTPUTS):
                 layout = CONV_DIRECT  # the image's padded planes, kw + 16 zeros, K channels' wide rows
