@@ -314,31 +314,15 @@ def conv2d_direct(xa, wa, oa, wsa, T, r, tid, nt, S):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     P, Q, taps = Hp * Wp, OH * Wp, C * kh * kw
     lanes = VECTOR_BYTES // wa.itemsize
-    Qr, step = (Q + lanes - 1) // lanes * lanes, TILE_VECTORS * lanes
+    Qr = (Q + lanes - 1) // lanes * lanes
     lo, hi, wso = _my_images(T, r, N, wso, tid, nt, S)
     res0 = wso + C * P + kw + 16
     for n in range(lo, hi):
         _pad_planes(wsa, wso, xa, xo + n * C * H * W, C, H, W, ph, pw)
         _zero_run(wsa, wso + C * P, kw + 16)
-        j = 0
-        while j < Qr:
-            wide = Qr - j >= step
-            k = 0
-            while k < K:
-                tall = K - k >= TILE_ROWS
-                for c in range(C):  # a channel's kh filter rows: k2 runs of the input Wp apart
-                    ao, bo, co = wo + k * taps + c * kh * kw, wso + c * P + j, res0 + k * Qr + j
-                    more = c > 0
-                    if tall and wide:
-                        _tile_full(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
-                    elif tall:
-                        _tile_column(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
-                    elif wide:
-                        _tile_row(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
-                    else:
-                        _tile_one(wa, ao, taps, 1, wsa, bo, 1, wsa, co, Qr, kw, more, kh, kw, Wp)
-                k += TILE_ROWS if tall else 1
-            j += step if wide else lanes
+        for c in range(C):  # a channel's kh filter rows: k2 runs of the input Wp apart
+            _tile_blocks(K, Qr, wa, wo + c * kh * kw, taps, 1, wsa, wso + c * P, 1, wsa, res0, Qr, kw, c > 0,
+                         kh, kw, Wp)
         for k in range(K):
             for y in range(OH):
                 _copy_run(oa, oo + ((n * K + k) * OH + y) * OW, wsa, res0 + k * Qr + y * Wp, 1, OW)
@@ -411,25 +395,9 @@ def conv2d_direct_filter(xa, wa, oa, wsa, T, r, tid, nt, S):
                     _copy_run(wsa, d + a * Wp, wa, wo + ((k * C + c) * kh + a) * kw, 1, kw)
                     _zero_run(wsa, d + a * Wp + kw, Wp - kw)
                 _zero_run(wsa, d + L, Lr - L)
-            for u in range(OH):
-                v = 0
-                while v < OW:
-                    wide = OW - v >= TILE_ROWS
-                    k = k_lo
-                    while k < k_hi:
-                        tall = k_hi - k >= TILE_ROWS
-                        ao, bo = ww0 + (k - k_lo) * Lr, wso + c * P + u * Wp + v
-                        co, more = oo + ((n * K + k) * OH + u) * OW + v, c > 0
-                        if tall and wide:
-                            _dot_full(wsa, ao, Lr, wsa, bo, 1, oa, co, OH * OW, Lr, more)
-                        elif tall:
-                            _dot_column(wsa, ao, Lr, wsa, bo, 1, oa, co, OH * OW, Lr, more)
-                        elif wide:
-                            _dot_row(wsa, ao, Lr, wsa, bo, 1, oa, co, OH * OW, Lr, more)
-                        else:
-                            _dot_one(wsa, ao, Lr, wsa, bo, 1, oa, co, OH * OW, Lr, more)
-                        k += TILE_ROWS if tall else 1
-                    v += TILE_ROWS if wide else 1
+            for u in range(OH):  # rows of the output channels k_lo.. by runs of the input one element apart
+                _dot_blocks(k_hi - k_lo, OW, wsa, ww0, Lr, wsa, wso + c * P + u * Wp, 1,
+                            oa, oo + ((n * K + k_lo) * OH + u) * OW, OH * OW, Lr, c > 0)
 
 
 @njit(cache=True, error_model="numpy")
@@ -1261,6 +1229,31 @@ def link_gemm(dtype) -> None:
     _GEMM_TABLE[_GEMM_DTYPES.index(dt)] = f.address
 
 
+@njit(cache=True, error_model="numpy", inline="always")  # in its caller: k2 = 1 folds away in a product
+def _tile_blocks(m, n, a, ao, si, sp, b, bo, ldb, c, co, ldc, k, more, k2, sa, sb):
+    """The m x n block of c at co (n a multiple of a vector's lanes) in _tile's register blocks: 4 rows by
+    TILE_VECTORS vectors, then the rows and vectors left one at a time. The arguments are _tile's."""
+    lanes = VECTOR_BYTES // a.itemsize
+    step = TILE_VECTORS * lanes
+    j = 0
+    while j < n:
+        wide = n - j >= step
+        i = 0
+        while i < m:
+            tall = m - i >= TILE_ROWS
+            aij, bj, cij = ao + i * si, bo + j, co + i * ldc + j
+            if tall and wide:
+                _tile_full(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k, more, k2, sa, sb)
+            elif tall:
+                _tile_column(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k, more, k2, sa, sb)
+            elif wide:
+                _tile_row(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k, more, k2, sa, sb)
+            else:
+                _tile_one(a, aij, si, sp, b, bj, ldb, c, cij, ldc, k, more, k2, sa, sb)
+            i += TILE_ROWS if tall else 1
+        j += step if wide else lanes
+
+
 @njit(cache=True, error_model="numpy")
 def _gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
     """Row-major c[co:] (m x n, row stride ldc) = op(a[ao:]) (m x k) @ op(b[bo:]) (k x n), op transposing
@@ -1287,35 +1280,17 @@ def _gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc):
         _blas_gemm(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc)
         return
     si, sp = (1, lda) if ta else (lda, 1)
-    step = TILE_VECTORS * lanes
     for p in range(0, max(k, 1), TILE_CHUNK):  # k = 0 still writes c's zeros
-        kc, more = min(TILE_CHUNK, k - p), p > 0
-        j = 0
-        while j < full:
-            wide = full - j >= step
-            i = 0
-            while i < m:
-                tall = m - i >= TILE_ROWS
-                aij, bj, cij = ao + i * si + p * sp, bo + p * ldb + j, co + i * ldc + j
-                if tall and wide:
-                    _tile_full(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
-                elif tall:
-                    _tile_column(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
-                elif wide:
-                    _tile_row(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
-                else:
-                    _tile_one(a, aij, si, sp, b, bj, ldb, c, cij, ldc, kc, more, 1, 0, 0)
-                i += TILE_ROWS if tall else 1
-            j += step if wide else lanes
+        _tile_blocks(m, full, a, ao + p * sp, si, sp, b, bo + p * ldb, ldb, c, co, ldc, min(TILE_CHUNK, k - p),
+                     p > 0, 1, 0, 0)
     if full < n:
         _blas_gemm(ta, 0, m, n - full, k, a, ao, lda, b, bo + full, ldb, c, co + full, ldc)
 
 
-@njit(cache=True, error_model="numpy")
-def _gemm_nt(m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, lanes):
-    """gemm's a @ b^T, both read along their rows: register sums over whole vectors of p (_dot_tile),
-    then the last k % lanes products one by one."""
-    kv = k // lanes * lanes
+@njit(cache=True, error_model="numpy", inline="always")
+def _dot_blocks(m, n, a, ao, lda, b, bo, ldb, c, co, ldc, k, more):
+    """The m x n block of c at co in _dot_tile's register blocks (rows of a by rows of b, 4 by 4, then
+    the rows and columns left one at a time). The arguments are _dot_tile's."""
     j = 0
     while j < n:
         wide = n - j >= TILE_ROWS
@@ -1324,15 +1299,23 @@ def _gemm_nt(m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, lanes):
             tall = m - i >= TILE_ROWS
             ai, bj, cij = ao + i * lda, bo + j * ldb, co + i * ldc + j
             if tall and wide:
-                _dot_full(a, ai, lda, b, bj, ldb, c, cij, ldc, kv, False)
+                _dot_full(a, ai, lda, b, bj, ldb, c, cij, ldc, k, more)
             elif tall:
-                _dot_column(a, ai, lda, b, bj, ldb, c, cij, ldc, kv, False)
+                _dot_column(a, ai, lda, b, bj, ldb, c, cij, ldc, k, more)
             elif wide:
-                _dot_row(a, ai, lda, b, bj, ldb, c, cij, ldc, kv, False)
+                _dot_row(a, ai, lda, b, bj, ldb, c, cij, ldc, k, more)
             else:
-                _dot_one(a, ai, lda, b, bj, ldb, c, cij, ldc, kv, False)
+                _dot_one(a, ai, lda, b, bj, ldb, c, cij, ldc, k, more)
             i += TILE_ROWS if tall else 1
         j += TILE_ROWS if wide else 1
+
+
+@njit(cache=True, error_model="numpy")
+def _gemm_nt(m, n, k, a, ao, lda, b, bo, ldb, c, co, ldc, lanes):
+    """gemm's a @ b^T, both read along their rows: register sums over whole vectors of p (_dot_tile),
+    then the last k % lanes products one by one."""
+    kv = k // lanes * lanes
+    _dot_blocks(m, n, a, ao, lda, b, bo, ldb, c, co, ldc, kv, False)
     if kv < k:
         for i in range(m):
             for j in range(n):
